@@ -1,0 +1,34 @@
+// The oneDNN backend: the only place that talks to oneDNN.
+//
+// Matrix products run as oneDNN matmul primitives. Creating a primitive
+// costs 40-600 µs, running a small one a few µs, so primitives are cached by
+// (shapes, strides, bias) together with their memory objects; a cache hit
+// only swaps data pointers. fpmath mode stays strict (no implicit bf16/tf32).
+#pragma once
+
+#include <cstdint>
+
+namespace tfm::core::onednn {
+
+// Describes one operand: logical dims (rank 2 or 3: [batch,] rows, cols)
+// and strides in elements. A batch of 1 with stride 0 broadcasts.
+struct MatDesc {
+  int64_t batch = 1, rows = 0, cols = 0;
+  int64_t batch_stride = 0, row_stride = 0, col_stride = 1;
+};
+
+// dst[b] = src[b] · wei[b] (+ bias broadcast over rows), fp32.
+// src: [B|1, M, K], wei: [B|1, K, N], bias: [N] or null, dst: [B, M, N]
+// contiguous. Each operand needs a unit stride in one of its last two dims.
+void matmul(const MatDesc& src, const float* src_data, const MatDesc& wei, const float* wei_data,
+            const float* bias, float* dst, int64_t batch, int64_t m, int64_t n);
+
+struct CacheStats {
+  int64_t hits = 0;
+  int64_t misses = 0;
+  int64_t size = 0;
+};
+CacheStats matmul_cache_stats();
+void clear_matmul_cache();
+
+}  // namespace tfm::core::onednn

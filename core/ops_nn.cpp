@@ -1,0 +1,393 @@
+// Neural-network ops with fused, hand-written forward and backward row
+// kernels: softmax, log_softmax, layer_norm, rms_norm, embedding,
+// cross_entropy (log-softmax fused, ignore_index, label smoothing), dropout.
+// All work on rows of the last dim, one OpenMP thread per block of rows.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "autograd.h"
+#include "error.h"
+#include "ops.h"
+#include "parallel.h"
+
+#include <omp.h>
+
+namespace tfm::core {
+
+namespace {
+
+// Runs body(r) for r in [0, rows); parallel when rows·cols is large.
+template <class Body>
+void for_rows(int64_t rows, int64_t cols, Body body) {
+#pragma omp parallel for schedule(static) if (should_parallelize(rows * cols) && rows > 1)
+  for (int64_t r = 0; r < rows; ++r) body(r);
+}
+
+// Row-wise partial sums of per-thread accumulators (for weight gradients of
+// norms): each thread fills its own buffer; the buffers are then added.
+struct ThreadPartials {
+  int threads;
+  int64_t cols;
+  std::vector<double> buf;
+  ThreadPartials(int64_t c, int64_t work)
+      : threads(should_parallelize(work) ? num_threads() : 1), cols(c), buf(static_cast<std::size_t>(threads * c)) {}
+  Tensor reduce() const {
+    Tensor out = zeros({cols});
+    float* p = out.data<float>();
+    for (int64_t j = 0; j < cols; ++j) {
+      double s = 0;
+      for (int t = 0; t < threads; ++t) s += buf[t * cols + j];
+      p[j] = static_cast<float>(s);
+    }
+    return out;
+  }
+};
+
+void check_f32(const Tensor& t, const char* op, const char* what) {
+  TFM_CHECK(t.defined(), op, ": ", what, " is undefined");
+  TFM_CHECK(t.dtype() == DType::f32, op, ": ", what, " must be f32, got ", dtype_name(t.dtype()), " of shape ",
+            shape_str(t.shape()));
+}
+
+// Softmax family over the last dim of a contiguous tensor.
+Tensor softmax_last(const Tensor& x_in, bool log_space) {
+  const Tensor x = x_in.contiguous();
+  const int64_t cols = x.size(-1), rows = cols ? x.numel() / cols : 0;
+  Tensor y = empty(x.shape());
+  const float* xp = x.data<float>();
+  float* yp = y.data<float>();
+  for_rows(rows, cols, [&](int64_t r) {
+    const float* xr = xp + r * cols;
+    float* yr = yp + r * cols;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < cols; ++j) m = std::max(m, xr[j]);
+    if (m == -std::numeric_limits<float>::infinity()) m = 0.0f;  // all -inf: avoid inf - inf
+    double s = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+      yr[j] = std::exp(xr[j] - m);
+      s += yr[j];
+    }
+    if (log_space) {
+      const float lse = m + static_cast<float>(std::log(s));
+      for (int64_t j = 0; j < cols; ++j) yr[j] = xr[j] - lse;
+    } else {
+      const float inv = static_cast<float>(1.0 / s);
+      for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
+    }
+  });
+  return y;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- softmax
+
+Tensor softmax(const Tensor& x, int64_t dim) {
+  check_f32(x, "softmax", "input");
+  const int64_t d = wrap_dim(dim, x.dim(), "softmax");
+  if (x.dim() > 0 && d != x.dim() - 1) return softmax(x.transpose(d, -1), -1).transpose(d, -1);
+  Tensor y = softmax_last(x, false);
+  if (needs_grad({&x})) {
+    record(y, "softmax", {x}, [yd = y.detach()](const Tensor& g_in) {
+      // dx = y ∘ (g − Σ g∘y)
+      const Tensor g = g_in.contiguous();
+      const int64_t cols = yd.size(-1), rows = cols ? yd.numel() / cols : 0;
+      Tensor dx = empty(yd.shape());
+      const float *yp = yd.data<float>(), *gp = g.data<float>();
+      float* dp = dx.data<float>();
+      for_rows(rows, cols, [&](int64_t r) {
+        const float *yr = yp + r * cols, *gr = gp + r * cols;
+        double dot = 0;
+        for (int64_t j = 0; j < cols; ++j) dot += gr[j] * yr[j];
+        for (int64_t j = 0; j < cols; ++j) dp[r * cols + j] = yr[j] * (gr[j] - static_cast<float>(dot));
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return y;
+}
+
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  check_f32(x, "log_softmax", "input");
+  const int64_t d = wrap_dim(dim, x.dim(), "log_softmax");
+  if (x.dim() > 0 && d != x.dim() - 1) return log_softmax(x.transpose(d, -1), -1).transpose(d, -1);
+  Tensor y = softmax_last(x, true);
+  if (needs_grad({&x})) {
+    record(y, "log_softmax", {x}, [yd = y.detach()](const Tensor& g_in) {
+      // dx = g − exp(y) Σ g
+      const Tensor g = g_in.contiguous();
+      const int64_t cols = yd.size(-1), rows = cols ? yd.numel() / cols : 0;
+      Tensor dx = empty(yd.shape());
+      const float *yp = yd.data<float>(), *gp = g.data<float>();
+      float* dp = dx.data<float>();
+      for_rows(rows, cols, [&](int64_t r) {
+        const float *yr = yp + r * cols, *gr = gp + r * cols;
+        double s = 0;
+        for (int64_t j = 0; j < cols; ++j) s += gr[j];
+        for (int64_t j = 0; j < cols; ++j) dp[r * cols + j] = gr[j] - std::exp(yr[j]) * static_cast<float>(s);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- norms
+
+namespace {
+
+// Shared by layer_norm (center = true) and rms_norm (center = false):
+// y = (x − μ)·r·w + b with r = 1/sqrt(var + eps), or y = x·r·w with
+// r = 1/sqrt(mean(x²) + eps).
+Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const Tensor& b, float eps, bool center) {
+  check_f32(x_in, name, "input");
+  TFM_CHECK(x_in.dim() >= 1, name, ": input must have at least one dim");
+  const int64_t cols = x_in.size(-1);
+  for (const Tensor* p : {&w, &b}) {
+    if (!p->defined()) continue;
+    check_f32(*p, name, p == &w ? "weight" : "bias");
+    TFM_CHECK(p->dim() == 1 && p->size(0) == cols, name, ": ", (p == &w ? "weight" : "bias"), " of shape ",
+              shape_str(p->shape()), " does not match the last dim of input ", shape_str(x_in.shape()));
+  }
+  const Tensor x = x_in.contiguous();
+  const int64_t rows = cols ? x.numel() / cols : 0;
+  Tensor y = empty(x.shape());
+  Tensor mean_t = empty({rows}), rstd_t = empty({rows});
+  const Tensor wc = w.defined() ? w.contiguous() : Tensor(), bc = b.defined() ? b.contiguous() : Tensor();
+  const float* xp = x.data<float>();
+  const float* wp = wc.defined() ? wc.data<float>() : nullptr;
+  const float* bp = bc.defined() ? bc.data<float>() : nullptr;
+  float *yp = y.data<float>(), *mp = mean_t.data<float>(), *rp = rstd_t.data<float>();
+  for_rows(rows, cols, [&](int64_t r) {
+    const float* xr = xp + r * cols;
+    double s = 0, ss = 0;
+    for (int64_t j = 0; j < cols; ++j) s += xr[j];
+    const double mu = center ? s / cols : 0.0;
+    for (int64_t j = 0; j < cols; ++j) ss += (xr[j] - mu) * (xr[j] - mu);
+    const float rstd = static_cast<float>(1.0 / std::sqrt(ss / cols + eps));
+    mp[r] = static_cast<float>(mu);
+    rp[r] = rstd;
+    float* yr = yp + r * cols;
+    for (int64_t j = 0; j < cols; ++j) {
+      float v = (xr[j] - static_cast<float>(mu)) * rstd;
+      if (wp) v *= wp[j];
+      if (bp) v += bp[j];
+      yr[j] = v;
+    }
+  });
+  if (needs_grad({&x_in, &w, &b})) {
+    record(y, name, {x_in, w, b},
+           [x = x.detach(), mean_t, rstd_t, wc = wc.defined() ? wc.detach() : Tensor(), center, rows, cols,
+            rx = x_in.requires_grad(), rw = w.defined() && w.requires_grad(),
+            rb = b.defined() && b.requires_grad()](const Tensor& g_in) -> std::vector<Tensor> {
+             const Tensor g = g_in.contiguous();
+             Tensor dx = rx ? empty(x.shape()) : Tensor();
+             ThreadPartials dw(cols, rows * cols), db(cols, rows * cols);
+             const float *xp = x.data<float>(), *gp = g.data<float>(), *mp = mean_t.data<float>(),
+                         *rp = rstd_t.data<float>();
+             const float* wp = wc.defined() ? wc.data<float>() : nullptr;
+             float* dp = rx ? dx.data<float>() : nullptr;
+#pragma omp parallel num_threads(dw.threads) if (dw.threads > 1)
+             {
+               const int t = dw.threads > 1 ? omp_get_thread_num() : 0;
+               double* dwt = dw.buf.data() + t * cols;
+               double* dbt = db.buf.data() + t * cols;
+#pragma omp for schedule(static)
+               for (int64_t r = 0; r < rows; ++r) {
+                 const float *xr = xp + r * cols, *gr = gp + r * cols;
+                 const float mu = mp[r], rstd = rp[r];
+                 double sum_dxhat = 0, sum_dxhat_xhat = 0;
+                 for (int64_t j = 0; j < cols; ++j) {
+                   const float xhat = (xr[j] - mu) * rstd;
+                   const float dxhat = wp ? gr[j] * wp[j] : gr[j];
+                   sum_dxhat += dxhat;
+                   sum_dxhat_xhat += dxhat * xhat;
+                   if (rw) dwt[j] += gr[j] * xhat;
+                   if (rb) dbt[j] += gr[j];
+                 }
+                 if (dp) {
+                   const float m1 = center ? static_cast<float>(sum_dxhat / cols) : 0.0f;
+                   const float m2 = static_cast<float>(sum_dxhat_xhat / cols);
+                   for (int64_t j = 0; j < cols; ++j) {
+                     const float xhat = (xr[j] - mu) * rstd;
+                     const float dxhat = wp ? gr[j] * wp[j] : gr[j];
+                     dp[r * cols + j] = rstd * (dxhat - m1 - xhat * m2);
+                   }
+                 }
+               }
+             }
+             return {dx, rw ? dw.reduce() : Tensor(), rb ? db.reduce() : Tensor()};
+           });
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
+  return norm_forward("layer_norm", x, weight, bias, eps, true);
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps) {
+  return norm_forward("rms_norm", x, weight, Tensor(), eps, false);
+}
+
+// ---------------------------------------------------------------- embedding
+
+Tensor embedding(const Tensor& weight, const Tensor& indices) {
+  check_f32(weight, "embedding", "weight");
+  TFM_CHECK(weight.dim() == 2, "embedding: weight must be [vocab, dim], got ", shape_str(weight.shape()));
+  TFM_CHECK(indices.defined() && indices.dtype() == DType::i32, "embedding: indices must be an i32 tensor");
+  const int64_t vocab = weight.size(0), dim = weight.size(1);
+  const Tensor idx = indices.contiguous();
+  const Tensor w = weight.contiguous();
+  const int32_t* ip = idx.data<int32_t>();
+  const int64_t n = idx.numel();
+  for (int64_t i = 0; i < n; ++i)
+    TFM_CHECK(ip[i] >= 0 && ip[i] < vocab, "embedding: index ", ip[i], " at position ", i,
+              " is out of range for a vocabulary of ", vocab);
+  Shape out_shape = idx.shape();
+  out_shape.push_back(dim);
+  Tensor out = empty(out_shape);
+  const float* wp = w.data<float>();
+  float* op = out.data<float>();
+  for_rows(n, dim, [&](int64_t i) {
+    const float* src = wp + static_cast<int64_t>(ip[i]) * dim;
+    std::copy(src, src + dim, op + i * dim);
+  });
+  if (needs_grad({&weight})) {
+    record(out, "embedding", {weight}, [idx, vocab, dim](const Tensor& g_in) {
+      // Scatter-add: threads own disjoint column ranges, so no two write the same float.
+      const Tensor g = g_in.contiguous();
+      Tensor dw = zeros({vocab, dim});
+      const int32_t* ip = idx.data<int32_t>();
+      const float* gp = g.data<float>();
+      float* dp = dw.data<float>();
+      const int64_t n = idx.numel();
+      const int threads = should_parallelize(n * dim) ? num_threads() : 1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+      {
+        const int t = threads > 1 ? omp_get_thread_num() : 0;
+        const int64_t c0 = dim * t / threads, c1 = dim * (t + 1) / threads;
+        for (int64_t i = 0; i < n; ++i) {
+          float* row = dp + static_cast<int64_t>(ip[i]) * dim;
+          const float* gr = gp + i * dim;
+          for (int64_t j = c0; j < c1; ++j) row[j] += gr[j];
+        }
+      }
+      return std::vector<Tensor>{dw};
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- cross-entropy
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index, float label_smoothing) {
+  check_f32(logits, "cross_entropy", "logits");
+  TFM_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, C], got ", shape_str(logits.shape()));
+  TFM_CHECK(targets.defined() && targets.dtype() == DType::i32 && targets.dim() == 1 &&
+                targets.size(0) == logits.size(0),
+            "cross_entropy: targets must be i32 [", logits.size(0), "] for logits ", shape_str(logits.shape()),
+            ", got ", targets.defined() ? shape_str(targets.shape()) : "undefined");
+  TFM_CHECK(label_smoothing >= 0.0f && label_smoothing <= 1.0f, "cross_entropy: label_smoothing must be in [0, 1], got ",
+            label_smoothing);
+  const Tensor x = logits.contiguous(), t = targets.contiguous();
+  const int64_t n = x.size(0), c = x.size(1);
+  const int32_t* tp = t.data<int32_t>();
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (tp[i] == ignore_index) continue;
+    TFM_CHECK(tp[i] >= 0 && tp[i] < c, "cross_entropy: target ", tp[i], " at row ", i, " is out of range for ", c,
+              " classes (ignore_index is ", ignore_index, ")");
+    ++count;
+  }
+  Tensor lse = empty({n});
+  std::vector<double> row_loss(static_cast<std::size_t>(n), 0.0);
+  const float* xp = x.data<float>();
+  float* lp = lse.data<float>();
+  const float eps = label_smoothing;
+  for_rows(n, c, [&](int64_t r) {
+    const float* xr = xp + r * c;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < c; ++j) m = std::max(m, xr[j]);
+    double s = 0, sum_x = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      s += std::exp(xr[j] - m);
+      sum_x += xr[j];
+    }
+    const double l = m + std::log(s);
+    lp[r] = static_cast<float>(l);
+    if (tp[r] != ignore_index) row_loss[r] = l - (1.0 - eps) * xr[tp[r]] - eps * sum_x / c;
+  });
+  double total = 0;
+  for (double v : row_loss) total += v;
+  // No counted target: the loss is 0 (PyTorch gives NaN), and so is the gradient.
+  Tensor loss = scalar_tensor(count ? static_cast<float>(total / count) : 0.0f);
+  if (needs_grad({&logits})) {
+    record(loss, "cross_entropy", {logits}, [x = x.detach(), t, lse, ignore_index, eps, count](const Tensor& g) {
+      const int64_t n = x.size(0), c = x.size(1);
+      Tensor dx = empty({n, c});
+      const float scale = count ? g.item() / static_cast<float>(count) : 0.0f;
+      const float *xp = x.data<float>(), *lp = lse.data<float>();
+      const int32_t* tp = t.data<int32_t>();
+      float* dp = dx.data<float>();
+      for_rows(n, c, [&](int64_t r) {
+        float* dr = dp + r * c;
+        if (tp[r] == ignore_index) {
+          std::fill(dr, dr + c, 0.0f);
+          return;
+        }
+        const float* xr = xp + r * c;
+        const float smooth = eps / static_cast<float>(c);
+        for (int64_t j = 0; j < c; ++j) dr[j] = scale * (std::exp(xr[j] - lp[r]) - smooth);
+        dr[tp[r]] -= scale * (1.0f - eps);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return loss;
+}
+
+// ---------------------------------------------------------------- dropout
+
+namespace {
+// out = x ∘ mask / (1 − p), where mask_i = (u_i ≥ p) and u_i comes from
+// counter first + i/4, lane i%4.
+Tensor apply_dropout_mask(const Tensor& x_in, float p, uint64_t seed, uint64_t first) {
+  const Tensor x = x_in.contiguous();
+  Tensor y = empty(x.shape());
+  const float* xp = x.data<float>();
+  float* yp = y.data<float>();
+  const int64_t n = x.numel();
+  const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  const int64_t blocks = (n + 3) / 4;
+#pragma omp parallel for schedule(static) if (should_parallelize(n))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const auto bits = philox4x32(seed, first + static_cast<uint64_t>(b));
+    for (int64_t k = 0; k < 4 && b * 4 + k < n; ++k) {
+      const int64_t i = b * 4 + k;
+      yp[i] = bits_to_unit_float(bits[k]) >= p ? xp[i] * scale : 0.0f;
+    }
+  }
+  return y;
+}
+}  // namespace
+
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
+  check_f32(x, "dropout", "input");
+  TFM_CHECK(p >= 0.0f && p <= 1.0f, "dropout: p must be in [0, 1], got ", p);
+  if (!training || p == 0.0f) return x;
+  const uint64_t seed = gen.seed();
+  const uint64_t first = gen.reserve(static_cast<uint64_t>((x.numel() + 3) / 4));
+  Tensor y = apply_dropout_mask(x, p, seed, first);
+  if (needs_grad({&x})) {
+    record(y, "dropout", {x}, [p, seed, first](const Tensor& g) {
+      return std::vector<Tensor>{apply_dropout_mask(g, p, seed, first)};  // same mask, regenerated
+    });
+  }
+  return y;
+}
+
+}  // namespace tfm::core
