@@ -1,5 +1,7 @@
 // Matrix products through oneDNN (onednn.h): matmul with batch broadcasting
 // and transposed operands, and linear (x·Wᵀ + b) with the bias fused.
+#include <algorithm>
+
 #include "autograd.h"
 #include "error.h"
 #include "onednn.h"
@@ -32,7 +34,7 @@ onednn::MatDesc describe(Tensor& t, const Shape& batch_shape) {
   for (int64_t i = 0; i < nb; ++i) own *= t.shape()[i];
   if (own == 1) {  // shared by every batch entry
     d.batch = 1;
-    d.batch_stride = d.rows * d.cols;
+    d.batch_stride = std::max(d.rows * d.row_stride, d.cols * d.col_stride);
     return d;
   }
   // Own batch dims must equal the broadcast batch shape and merge into one stride.
@@ -48,16 +50,15 @@ onednn::MatDesc describe(Tensor& t, const Shape& batch_shape) {
     d.row_stride = d.cols;
     d.col_stride = 1;
   }
+  // One stride for the merged batch: that of the innermost batch dim with
+  // size > 1 (size-1 dims may carry any stride).
   d.batch = total;
-  d.batch_stride = t.stride(nb - 1 >= 0 ? nb - 1 : 0);
-  if (nb > 0) {
-    // stride of the innermost batch dim with size > 1 (size-1 dims have arbitrary strides)
-    for (int64_t i = nb - 1; i >= 0; --i)
-      if (t.shape()[i] != 1) {
-        d.batch_stride = t.strides()[i];
-        break;
-      }
-  }
+  const int64_t nb_now = t.dim() - 2;
+  for (int64_t i = nb_now - 1; i >= 0; --i)
+    if (t.shape()[i] != 1) {
+      d.batch_stride = t.strides()[i];
+      break;
+    }
   return d;
 }
 

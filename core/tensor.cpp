@@ -323,6 +323,10 @@ Tensor from_vector(const std::vector<int32_t>& v, const Shape& s) {
   return out;
 }
 
+Tensor from_vector(std::initializer_list<float> v, const Shape& s) {
+  return from_vector(std::vector<float>(v), s);
+}
+
 Tensor uniform(const Shape& s, Generator& g, float lo, float hi) {
   Tensor out = empty(s);
   float* p = out.data<float>();

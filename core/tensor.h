@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -143,6 +144,8 @@ Tensor arange(int64_t end);
 Tensor arange(double start, double end, double step = 1.0);
 Tensor from_vector(const std::vector<float>& v, const Shape& s);
 Tensor from_vector(const std::vector<int32_t>& v, const Shape& s);
+// Braced literals are floats: from_vector({1, 2, 3}, {3}).
+Tensor from_vector(std::initializer_list<float> v, const Shape& s);
 Tensor scalar_tensor(float v);
 Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
