@@ -105,7 +105,7 @@ void check_matmul_args(const Tensor& a, const Tensor& b, const char* op) {
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   check_matmul_args(a, b, "matmul");
-  TFM_CHECK(maybe_t(a, ta).size(-1) == maybe_t(b, tb).size(-2), "matmul: inner dims differ: ",
+  TFM_CHECK(a.size(ta ? -2 : -1) == b.size(tb ? -1 : -2), "matmul: inner dims differ: ",
             shape_str(a.shape()), (ta ? "ᵀ" : ""), " x ", shape_str(b.shape()), (tb ? "ᵀ" : ""));
   Tensor out = matmul_forward(maybe_t(a, ta), maybe_t(b, tb));
   if (needs_grad({&a, &b})) {

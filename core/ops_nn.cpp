@@ -2,6 +2,8 @@
 // kernels: softmax, log_softmax, layer_norm, rms_norm, embedding,
 // cross_entropy (log-softmax fused, ignore_index, label smoothing), dropout.
 // All work on rows of the last dim, one OpenMP thread per block of rows.
+#include <omp.h>
+
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -10,8 +12,6 @@
 #include "error.h"
 #include "ops.h"
 #include "parallel.h"
-
-#include <omp.h>
 
 namespace tfm::core {
 
@@ -52,7 +52,7 @@ void check_f32(const Tensor& t, const char* op, const char* what) {
 
 // Softmax family over the last dim of a contiguous tensor.
 Tensor softmax_last(const Tensor& x_in, bool log_space) {
-  const Tensor x = x_in.contiguous();
+  const Tensor x = x_in.detach().contiguous();
   const int64_t cols = x.size(-1), rows = cols ? x.numel() / cols : 0;
   Tensor y = empty(x.shape());
   const float* xp = x.data<float>();
@@ -69,8 +69,10 @@ Tensor softmax_last(const Tensor& x_in, bool log_space) {
       s += yr[j];
     }
     if (log_space) {
-      const float lse = m + static_cast<float>(std::log(s));
-      for (int64_t j = 0; j < cols; ++j) yr[j] = xr[j] - lse;
+      // (x − m) − log s: x − m is exact, whereas x − (m + log s) rounds at
+      // the magnitude of m and loses the small log-probabilities.
+      const float log_s = static_cast<float>(std::log(s));
+      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_s;
     } else {
       const float inv = static_cast<float>(1.0 / s);
       for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
@@ -150,11 +152,12 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
     TFM_CHECK(p->dim() == 1 && p->size(0) == cols, name, ": ", (p == &w ? "weight" : "bias"), " of shape ",
               shape_str(p->shape()), " does not match the last dim of input ", shape_str(x_in.shape()));
   }
-  const Tensor x = x_in.contiguous();
+  const Tensor x = x_in.detach().contiguous();
   const int64_t rows = cols ? x.numel() / cols : 0;
   Tensor y = empty(x.shape());
   Tensor mean_t = empty({rows}), rstd_t = empty({rows});
-  const Tensor wc = w.defined() ? w.contiguous() : Tensor(), bc = b.defined() ? b.contiguous() : Tensor();
+  const Tensor wc = w.defined() ? w.detach().contiguous() : Tensor(),
+               bc = b.defined() ? b.detach().contiguous() : Tensor();
   const float* xp = x.data<float>();
   const float* wp = wc.defined() ? wc.data<float>() : nullptr;
   const float* bp = bc.defined() ? bc.data<float>() : nullptr;
@@ -241,7 +244,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
   TFM_CHECK(indices.defined() && indices.dtype() == DType::i32, "embedding: indices must be an i32 tensor");
   const int64_t vocab = weight.size(0), dim = weight.size(1);
   const Tensor idx = indices.contiguous();
-  const Tensor w = weight.contiguous();
+  const Tensor w = weight.detach().contiguous();
   const int32_t* ip = idx.data<int32_t>();
   const int64_t n = idx.numel();
   for (int64_t i = 0; i < n; ++i)
@@ -268,8 +271,10 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
       const int threads = should_parallelize(n * dim) ? num_threads() : 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
       {
-        const int t = threads > 1 ? omp_get_thread_num() : 0;
-        const int64_t c0 = dim * t / threads, c1 = dim * (t + 1) / threads;
+        // Partition by the team actually granted: OpenMP may give fewer
+        // threads than requested (OMP_DYNAMIC, OMP_THREAD_LIMIT).
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t c0 = dim * t / team, c1 = dim * (t + 1) / team;
         for (int64_t i = 0; i < n; ++i) {
           float* row = dp + static_cast<int64_t>(ip[i]) * dim;
           const float* gr = gp + i * dim;
@@ -287,13 +292,13 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index, float label_smoothing) {
   check_f32(logits, "cross_entropy", "logits");
   TFM_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, C], got ", shape_str(logits.shape()));
-  TFM_CHECK(targets.defined() && targets.dtype() == DType::i32 && targets.dim() == 1 &&
-                targets.size(0) == logits.size(0),
-            "cross_entropy: targets must be i32 [", logits.size(0), "] for logits ", shape_str(logits.shape()),
-            ", got ", targets.defined() ? shape_str(targets.shape()) : "undefined");
-  TFM_CHECK(label_smoothing >= 0.0f && label_smoothing <= 1.0f, "cross_entropy: label_smoothing must be in [0, 1], got ",
-            label_smoothing);
-  const Tensor x = logits.contiguous(), t = targets.contiguous();
+  TFM_CHECK(
+      targets.defined() && targets.dtype() == DType::i32 && targets.dim() == 1 && targets.size(0) == logits.size(0),
+      "cross_entropy: targets must be i32 [", logits.size(0), "] for logits ", shape_str(logits.shape()), ", got ",
+      targets.defined() ? shape_str(targets.shape()) : "undefined");
+  TFM_CHECK(label_smoothing >= 0.0f && label_smoothing <= 1.0f,
+            "cross_entropy: label_smoothing must be in [0, 1], got ", label_smoothing);
+  const Tensor x = logits.detach().contiguous(), t = targets.contiguous();
   const int64_t n = x.size(0), c = x.size(1);
   const int32_t* tp = t.data<int32_t>();
   int64_t count = 0;
@@ -356,7 +361,7 @@ namespace {
 // out = x ∘ mask / (1 − p), where mask_i = (u_i ≥ p) and u_i comes from
 // counter first + i/4, lane i%4.
 Tensor apply_dropout_mask(const Tensor& x_in, float p, uint64_t seed, uint64_t first) {
-  const Tensor x = x_in.contiguous();
+  const Tensor x = x_in.detach().contiguous();
   Tensor y = empty(x.shape());
   const float* xp = x.data<float>();
   float* yp = y.data<float>();

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "autograd.h"
 #include "error.h"
@@ -36,21 +37,32 @@ void reduce_arb(const float* x, float* out, int64_t A, int64_t R, int64_t B, Red
     return;
   }
   // B > 1: accumulate whole rows of B (vectorizes); parallel over (a, b-chunk).
+  // Sums go through a per-thread row of double accumulators, as above.
   const int64_t chunks = (par && A < num_threads()) ? num_threads() : 1;
   const int64_t chunk = (B + chunks - 1) / chunks;
-#pragma omp parallel for collapse(2) schedule(static) if (par)
-  for (int64_t a = 0; a < A; ++a) {
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t b0 = c * chunk, b1 = std::min(B, b0 + chunk);
-      float* o = out + a * B;
-      const float init = kind == ReduceKind::sum ? 0.0f : -std::numeric_limits<float>::infinity();
-      for (int64_t b = b0; b < b1; ++b) o[b] = init;
-      for (int64_t r = 0; r < R; ++r) {
-        const float* row = x + (a * R + r) * B;
+#pragma omp parallel if (par)
+  {
+    std::vector<double> acc(kind == ReduceKind::sum ? chunk : 0);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t a = 0; a < A; ++a) {
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t b0 = c * chunk, b1 = std::min(B, b0 + chunk);
+        float* o = out + a * B;
         if (kind == ReduceKind::sum) {
-          for (int64_t b = b0; b < b1; ++b) o[b] += row[b];
+          double* s = acc.data();
+          const int64_t n = b1 - b0;
+          for (int64_t b = 0; b < n; ++b) s[b] = 0.0;
+          for (int64_t r = 0; r < R; ++r) {
+            const float* row = x + (a * R + r) * B + b0;
+            for (int64_t b = 0; b < n; ++b) s[b] += row[b];
+          }
+          for (int64_t b = 0; b < n; ++b) o[b0 + b] = static_cast<float>(s[b]);
         } else {
-          for (int64_t b = b0; b < b1; ++b) o[b] = std::max(o[b], row[b]);
+          for (int64_t b = b0; b < b1; ++b) o[b] = -std::numeric_limits<float>::infinity();
+          for (int64_t r = 0; r < R; ++r) {
+            const float* row = x + (a * R + r) * B;
+            for (int64_t b = b0; b < b1; ++b) o[b] = std::max(o[b], row[b]);
+          }
         }
       }
     }
@@ -68,6 +80,7 @@ std::vector<int64_t> reduce_dims(const Tensor& x, const std::vector<int64_t>& di
   std::sort(out.begin(), out.end());
   TFM_CHECK(std::adjacent_find(out.begin(), out.end()) == out.end(), op, ": repeated dim in the list for shape ",
             shape_str(x.shape()));
+  if (x.dim() == 0) out.clear();  // wrap_dim accepts dim 0 for a [] tensor; there is no real dim to reduce
   return out;
 }
 
@@ -86,7 +99,7 @@ Shape dropdim_shape(const Shape& s, const std::vector<int64_t>& dims) {
 
 // Reduces without recording autograd; returns the keepdim-shaped result.
 Tensor reduce_raw(const Tensor& x_in, const std::vector<int64_t>& dims, ReduceKind kind) {
-  Tensor x = x_in.contiguous();
+  Tensor x = x_in.detach().contiguous();
   if (x.dim() == 0) return x.clone();
   // Reduce blocks of adjacent dims from the innermost block outwards.
   std::size_t i = dims.size();

@@ -73,6 +73,13 @@ Shape infer_shape(const Tensor& x, const Shape& s, const char* op) {
   return out;
 }
 
+// wrap_dim for ops that index x.shape()[d]: a 0-d tensor has no dim to use
+// (wrap_dim itself accepts dim 0 for rank 0).
+int64_t existing_dim(const Tensor& x, int64_t d, const char* op) {
+  TFM_CHECK(x.dim() > 0, op, ": dim ", d, " does not exist in a 0-d tensor (shape [])");
+  return wrap_dim(d, x.dim(), op);
+}
+
 void record_reshape(Tensor& out, const Tensor& x) {
   if (needs_grad({&x}))
     record(out, "reshape", {x}, [xs = x.shape()](const Tensor& g) { return std::vector<Tensor>{g.reshape(xs)}; });
@@ -121,12 +128,13 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   std::vector<int64_t> dims(x.dim());
   std::iota(dims.begin(), dims.end(), 0);
-  std::swap(dims[wrap_dim(d0, x.dim(), "transpose")], dims[wrap_dim(d1, x.dim(), "transpose")]);
+  const int64_t a = wrap_dim(d0, x.dim(), "transpose"), b = wrap_dim(d1, x.dim(), "transpose");
+  if (x.dim() > 0) std::swap(dims[a], dims[b]);  // a 0-d tensor transposes to itself
   return permute(x, dims);
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
-  const int64_t d = wrap_dim(dim, x.dim(), "slice");
+  const int64_t d = existing_dim(x, dim, "slice");
   const int64_t n = x.shape()[d];
   TFM_CHECK(step > 0, "slice: step must be positive, got ", step);
   if (start < 0) start += n;
@@ -178,7 +186,7 @@ Tensor unsqueeze(const Tensor& x, int64_t d) {
 }
 
 Tensor squeeze(const Tensor& x, int64_t d) {
-  const int64_t w = wrap_dim(d, x.dim(), "squeeze");
+  const int64_t w = existing_dim(x, d, "squeeze");
   TFM_CHECK(x.shape()[w] == 1, "squeeze: dim ", d, " has size ", x.shape()[w], " in shape ", shape_str(x.shape()));
   Shape s = x.shape();
   s.erase(s.begin() + w);
@@ -201,7 +209,7 @@ Tensor contiguous(const Tensor& x) {
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   TFM_CHECK(!xs.empty(), "concat: no tensors given");
   const Tensor& first = xs[0];
-  const int64_t d = wrap_dim(dim, first.dim(), "concat");
+  const int64_t d = existing_dim(first, dim, "concat");
   Shape shape = first.shape();
   shape[d] = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
@@ -250,7 +258,7 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-  const int64_t d = wrap_dim(dim, x.dim(), "split");
+  const int64_t d = existing_dim(x, dim, "split");
   int64_t total = 0;
   for (int64_t s : sizes) {
     TFM_CHECK(s >= 0, "split: negative size in the list");
@@ -268,7 +276,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 }
 
 std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
-  const int64_t d = wrap_dim(dim, x.dim(), "split");
+  const int64_t d = existing_dim(x, dim, "split");
   TFM_CHECK(size > 0, "split: piece size must be positive, got ", size);
   std::vector<int64_t> sizes;
   for (int64_t at = 0; at < x.shape()[d]; at += size) sizes.push_back(std::min(size, x.shape()[d] - at));

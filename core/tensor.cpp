@@ -42,9 +42,10 @@ Shape contiguous_strides(const Shape& s) {
 }
 
 int64_t wrap_dim(int64_t d, int64_t ndim, const char* op) {
-  const int64_t w = d < 0 ? d + ndim : d;
-  TFM_CHECK(w >= 0 && w < std::max<int64_t>(ndim, 1) && (ndim > 0 || w == 0), op, ": dim ", d,
-            " is out of range for a tensor of rank ", ndim);
+  // As in PyTorch, a 0-d tensor accepts dims -1 and 0 (both mean "the" dim).
+  const int64_t n = std::max<int64_t>(ndim, 1);
+  const int64_t w = d < 0 ? d + n : d;
+  TFM_CHECK(w >= 0 && w < n, op, ": dim ", d, " is out of range for a tensor of rank ", ndim);
   return w;
 }
 
