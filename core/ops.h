@@ -89,7 +89,8 @@ std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
 
 // ---- neural-network ops
-// Softmax / log-softmax over `dim` (numerically stable).
+// Softmax / log-softmax over `dim` (numerically stable). A row that is all
+// -inf (fully masked) gives zeros from softmax and -inf from log_softmax.
 Tensor softmax(const Tensor& x, int64_t dim = -1);
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // Normalises over the last dim; weight/bias [D] may be undefined.

@@ -62,7 +62,12 @@ Tensor softmax_last(const Tensor& x_in, bool log_space) {
     float* yr = yp + r * cols;
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < cols; ++j) m = std::max(m, xr[j]);
-    if (m == -std::numeric_limits<float>::infinity()) m = 0.0f;  // all -inf: avoid inf - inf
+    if (m == -std::numeric_limits<float>::infinity()) {
+      // A fully masked row: softmax gives zeros (no NaN), log_softmax -inf.
+      const float fill = log_space ? -std::numeric_limits<float>::infinity() : 0.0f;
+      std::fill(yr, yr + cols, fill);
+      return;
+    }
     double s = 0;
     for (int64_t j = 0; j < cols; ++j) {
       yr[j] = std::exp(xr[j] - m);

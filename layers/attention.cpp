@@ -1,0 +1,149 @@
+#include "attention.h"
+
+#include <cmath>
+#include <limits>
+
+#include "core/autograd.h"
+#include "core/error.h"
+#include "core/ops.h"
+
+namespace tfm::layers {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// softmax(q·kᵀ·scale + bias)·v with every score materialised.
+class NaiveAttention final : public AttentionBackend {
+ public:
+  const char* name() const override { return "naive"; }
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask, float scale,
+                float dropout_p, bool training, core::Generator& gen) const override {
+    Tensor scores = core::matmul(core::mul(q, scale), k, false, true);  // [B, H, Tq, Tk]
+    const Tensor bias = attention_bias(mask, q.size(-2), k.size(-2));
+    if (bias.defined()) scores = core::add(scores, bias);
+    Tensor p = core::softmax(scores, -1);
+    if (training && dropout_p > 0.0f) p = core::dropout(p, dropout_p, true, gen);
+    return core::matmul(p, v);
+  }
+};
+
+// Appends new keys/values ([B, H, Tn, Dh]) to the cache, growing its buffers
+// geometrically, and returns views of all valid steps.
+std::pair<Tensor, Tensor> cache_append(KVCache& c, const Tensor& k, const Tensor& v) {
+  const int64_t tn = k.size(2), need = c.len + tn;
+  if (!c.k.defined() || c.k.size(2) < need) {
+    const int64_t cap = std::max<int64_t>({need, 16, c.k.defined() ? 2 * c.k.size(2) : 0});
+    Tensor nk = core::zeros({k.size(0), k.size(1), cap, k.size(3)});
+    Tensor nv = core::zeros({v.size(0), v.size(1), cap, v.size(3)});
+    if (c.len > 0) {
+      nk.slice(2, 0, c.len).copy_(c.k.slice(2, 0, c.len));
+      nv.slice(2, 0, c.len).copy_(c.v.slice(2, 0, c.len));
+    }
+    c.k = nk;
+    c.v = nv;
+  }
+  TFM_CHECK(c.k.size(0) == k.size(0), "KV cache: batch size changed from ", c.k.size(0), " to ", k.size(0));
+  c.k.slice(2, c.len, need).copy_(k);
+  c.v.slice(2, c.len, need).copy_(v);
+  c.len = need;
+  return {c.k.slice(2, 0, need), c.v.slice(2, 0, need)};
+}
+
+}  // namespace
+
+std::shared_ptr<AttentionBackend> make_attention_backend(const std::string& name) {
+  if (name == "naive") return std::make_shared<NaiveAttention>();
+  detail::throw_error("unknown attention backend '", name, "' (allowed: naive)");
+}
+
+Tensor attention_bias(const AttentionMask& mask, int64_t tq, int64_t tk) {
+  Tensor bias;
+  if (mask.causal) {
+    bias = core::zeros({tq, tk});
+    float* p = bias.data<float>();
+    for (int64_t i = 0; i < tq; ++i)
+      for (int64_t j = mask.q_offset + i + 1; j < tk; ++j) p[i * tk + j] = kNegInf;
+  }
+  if (mask.key_padding.defined()) {
+    const Tensor& kp = mask.key_padding;
+    TFM_CHECK(kp.dim() == 2 && kp.size(1) == tk, "attention: key_padding ", core::shape_str(kp.shape()),
+              " does not match ", tk, " keys (expected [B, ", tk, "])");
+    const auto flags = kp.to_vector();
+    Tensor pad = core::zeros({kp.size(0), 1, 1, tk});
+    float* p = pad.data<float>();
+    for (std::size_t i = 0; i < flags.size(); ++i)
+      if (flags[i] != 0.0f) p[i] = kNegInf;
+    bias = bias.defined() ? core::add(bias, pad) : pad;
+  }
+  return bias;
+}
+
+MultiHeadAttention::MultiHeadAttention(const AttentionOptions& opt, std::shared_ptr<core::Generator> gen)
+    : d_model_(opt.d_model),
+      n_heads_(opt.n_heads),
+      head_dim_(opt.n_heads > 0 ? opt.d_model / opt.n_heads : 0),
+      dropout_(opt.dropout),
+      backend_(make_attention_backend(opt.backend)),
+      rope_(opt.rope),
+      gen_(std::move(gen)) {
+  TFM_CHECK(opt.n_heads > 0 && opt.d_model > 0 && opt.d_model % opt.n_heads == 0, "attention: d_model ",
+            opt.d_model, " must be a positive multiple of n_heads ", opt.n_heads);
+  TFM_CHECK(!rope_ || rope_->head_dim() == head_dim_, "attention: rotary head dim ", rope_ ? rope_->head_dim() : 0,
+            " differs from ", head_dim_);
+  if (opt.fused_qkv) {
+    qkv_proj = register_module("qkv_proj", std::make_shared<Linear>(d_model_, 3 * d_model_, opt.bias));
+  } else {
+    q_proj = register_module("q_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
+    k_proj = register_module("k_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
+    v_proj = register_module("v_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
+  }
+  out_proj = register_module("out_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
+}
+
+Tensor MultiHeadAttention::split_heads(const Tensor& x) const {
+  return x.reshape({x.size(0), x.size(1), n_heads_, head_dim_}).permute({0, 2, 1, 3});
+}
+
+Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& kv_input, const AttentionMask& mask,
+                                   KVCache* cache) const {
+  TFM_CHECK(x.dim() == 3 && x.size(2) == d_model_, "attention: input ", core::shape_str(x.shape()),
+            " is not [B, T, ", d_model_, "]");
+  const bool self = !kv_input.defined();
+  if (cache) TFM_CHECK(!core::grad_enabled(), "attention: the KV cache is for inference (use NoGradGuard)");
+  Tensor q, k, v;
+  if (self) {
+    if (qkv_proj) {
+      auto parts = core::split(qkv_proj->forward(x), d_model_, -1);
+      q = parts[0], k = parts[1], v = parts[2];
+    } else {
+      q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
+    }
+    q = split_heads(q), k = split_heads(k), v = split_heads(v);
+    if (rope_) {
+      q = rope_->apply(q, mask.q_offset);
+      k = rope_->apply(k, mask.q_offset);
+    }
+    if (cache) std::tie(k, v) = cache_append(*cache, k, v);
+  } else {
+    TFM_CHECK(!qkv_proj, "attention: a fused QKV projection cannot do cross-attention");
+    TFM_CHECK(kv_input.dim() == 3 && kv_input.size(2) == d_model_ && kv_input.size(0) == x.size(0),
+              "attention: memory ", core::shape_str(kv_input.shape()), " does not match query ",
+              core::shape_str(x.shape()));
+    q = split_heads(q_proj->forward(x));
+    if (cache && cache->frozen) {
+      k = cache->k, v = cache->v;
+    } else {
+      k = split_heads(k_proj->forward(kv_input)), v = split_heads(v_proj->forward(kv_input));
+      if (cache) {
+        cache->k = k, cache->v = v, cache->len = k.size(2), cache->frozen = true;
+      }
+    }
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  Tensor o = backend_->attend(q, k, v, mask, scale, dropout_, training(), *gen_);  // [B, H, Tq, Dh]
+  o = o.permute({0, 2, 1, 3}).reshape({x.size(0), x.size(1), d_model_});
+  return out_proj->forward(o);
+}
+
+}  // namespace tfm::layers

@@ -1,0 +1,70 @@
+#include "basic.h"
+
+#include "core/error.h"
+
+namespace tfm::layers {
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias) {
+  TFM_CHECK(in > 0 && out > 0, "Linear: sizes must be positive, got in=", in, " out=", out);
+  weight = register_parameter("weight", core::zeros({out, in}));
+  if (with_bias) bias = register_parameter("bias", core::zeros({out}));
+}
+
+Tensor Linear::forward(const Tensor& x) const { return core::linear(x, weight, bias); }
+
+Embedding::Embedding(int64_t vocab, int64_t dim) {
+  TFM_CHECK(vocab > 0 && dim > 0, "Embedding: sizes must be positive, got vocab=", vocab, " dim=", dim);
+  weight = register_parameter("weight", core::zeros({vocab, dim}));
+}
+
+Tensor Embedding::forward(const Tensor& ids) const { return core::embedding(weight, ids); }
+
+NormKind parse_norm(const std::string& s) {
+  if (s == "layernorm") return NormKind::layer;
+  if (s == "rmsnorm") return NormKind::rms;
+  detail::throw_error("unknown norm '", s, "' (allowed: layernorm, rmsnorm)");
+}
+
+Norm::Norm(NormKind k, int64_t dim, float e, bool with_bias) : kind(k), eps(e) {
+  weight = register_parameter("weight", core::ones({dim}));
+  if (kind == NormKind::layer && with_bias) bias = register_parameter("bias", core::zeros({dim}));
+}
+
+Tensor Norm::forward(const Tensor& x) const {
+  return kind == NormKind::layer ? core::layer_norm(x, weight, bias, eps) : core::rms_norm(x, weight, eps);
+}
+
+Tensor Dropout::forward(const Tensor& x) const {
+  if (!training() || p == 0.0f) return x;
+  return core::dropout(x, p, true, *gen_);
+}
+
+Activation parse_activation(const std::string& s) {
+  if (s == "relu") return Activation::relu;
+  if (s == "gelu") return Activation::gelu;
+  if (s == "gelu_tanh") return Activation::gelu_tanh;
+  if (s == "swiglu") return Activation::swiglu;
+  detail::throw_error("unknown activation '", s, "' (allowed: relu, gelu, gelu_tanh, swiglu)");
+}
+
+FeedForward::FeedForward(int64_t d_model, int64_t d_ff, Activation a, bool bias) : act(a) {
+  up = register_module("up", std::make_shared<Linear>(d_model, d_ff, bias));
+  if (act == Activation::swiglu) gate = register_module("gate", std::make_shared<Linear>(d_model, d_ff, bias));
+  down = register_module("down", std::make_shared<Linear>(d_ff, d_model, bias));
+}
+
+Tensor FeedForward::forward(const Tensor& x) const {
+  switch (act) {
+    case Activation::relu:
+      return down->forward(core::relu(up->forward(x)));
+    case Activation::gelu:
+      return down->forward(core::gelu(up->forward(x), core::GeluApprox::erf));
+    case Activation::gelu_tanh:
+      return down->forward(core::gelu(up->forward(x), core::GeluApprox::tanh));
+    case Activation::swiglu:
+      return down->forward(core::mul(core::silu(gate->forward(x)), up->forward(x)));
+  }
+  return Tensor();
+}
+
+}  // namespace tfm::layers

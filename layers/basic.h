@@ -1,0 +1,68 @@
+// Basic layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout, FeedForward.
+// Shapes: B batch, T time, D model width, F feed-forward width, V vocabulary.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/ops.h"
+#include "core/rng.h"
+#include "layers/module.h"
+
+namespace tfm::layers {
+
+// y = x·Wᵀ + b. weight [out, in], bias [out] (optional).
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias = true);
+  Tensor forward(const Tensor& x) const;  // [..., in] -> [..., out]
+  Tensor weight, bias;
+};
+
+// weight [V, D]; forward(i32 ids [...]) -> [..., D].
+class Embedding : public Module {
+ public:
+  Embedding(int64_t vocab, int64_t dim);
+  Tensor forward(const Tensor& ids) const;
+  Tensor weight;
+};
+
+enum class NormKind { layer, rms };
+NormKind parse_norm(const std::string& s);  // "layernorm" | "rmsnorm"
+
+// LayerNorm (weight, bias) or RMSNorm (weight) over the last dim.
+class Norm : public Module {
+ public:
+  Norm(NormKind kind, int64_t dim, float eps = 1e-5f, bool bias = true);
+  Tensor forward(const Tensor& x) const;
+  NormKind kind;
+  float eps;
+  Tensor weight, bias;
+};
+
+// Zeroes activations with probability p in training mode. Masks come from the
+// model's shared generator, so a checkpointed generator state reproduces them.
+class Dropout : public Module {
+ public:
+  Dropout(float p, std::shared_ptr<core::Generator> gen) : p(p), gen_(std::move(gen)) {}
+  Tensor forward(const Tensor& x) const;
+  float p;
+
+ private:
+  std::shared_ptr<core::Generator> gen_;
+};
+
+enum class Activation { relu, gelu, gelu_tanh, swiglu };
+Activation parse_activation(const std::string& s);  // "relu" | "gelu" | "gelu_tanh" | "swiglu"
+
+// Position-wise feed-forward: down(act(up(x))), or for SwiGLU
+// down(silu(gate(x)) ∘ up(x)). up/gate: D -> F, down: F -> D.
+class FeedForward : public Module {
+ public:
+  FeedForward(int64_t d_model, int64_t d_ff, Activation act, bool bias = true);
+  Tensor forward(const Tensor& x) const;
+  Activation act;
+  std::shared_ptr<Linear> up, gate, down;  // gate only for SwiGLU
+};
+
+}  // namespace tfm::layers

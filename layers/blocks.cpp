@@ -1,0 +1,71 @@
+#include "blocks.h"
+
+#include "core/error.h"
+#include "core/ops.h"
+
+namespace tfm::layers {
+
+TransformerBlock::TransformerBlock(const BlockOptions& opt, bool cross_attention, std::shared_ptr<core::Generator> gen)
+    : prenorm_(opt.prenorm) {
+  TFM_CHECK(opt.d_ff > 0, "transformer block: d_ff must be positive, got ", opt.d_ff);
+  AttentionOptions a;
+  a.d_model = opt.d_model;
+  a.n_heads = opt.n_heads;
+  a.bias = opt.bias;
+  a.fused_qkv = opt.fused_qkv;
+  a.dropout = opt.dropout;
+  a.backend = opt.attention;
+  a.rope = opt.rope;
+  self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(a, gen));
+  attn_norm = register_module("attn_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
+  if (cross_attention) {
+    a.fused_qkv = false;
+    a.rope = nullptr;
+    cross_attn = register_module("cross_attn", std::make_shared<MultiHeadAttention>(a, gen));
+    cross_norm = register_module("cross_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
+  }
+  ffn = register_module("ffn", std::make_shared<FeedForward>(opt.d_model, opt.d_ff, opt.activation, opt.bias));
+  ffn_norm = register_module("ffn_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
+  drop_ = register_module("dropout", std::make_shared<Dropout>(opt.dropout, gen));
+}
+
+template <class F>
+Tensor TransformerBlock::residual(const Tensor& x, const Norm& norm, F sublayer) const {
+  if (prenorm_) return core::add(x, drop_->forward(sublayer(norm.forward(x))));
+  return norm.forward(core::add(x, drop_->forward(sublayer(x))));
+}
+
+Tensor TransformerBlock::forward(const Tensor& x_in, const AttentionMask& self_mask, const Tensor& memory,
+                                 const AttentionMask& memory_mask, KVCache* self_cache, KVCache* cross_cache) const {
+  Tensor x = residual(x_in, *attn_norm,
+                      [&](const Tensor& h) { return self_attn->forward(h, Tensor(), self_mask, self_cache); });
+  if (cross_attn) {
+    TFM_CHECK(memory.defined(), "decoder block: cross-attention needs the encoder output");
+    x = residual(x, *cross_norm,
+                 [&](const Tensor& h) { return cross_attn->forward(h, memory, memory_mask, cross_cache); });
+  }
+  return residual(x, *ffn_norm, [&](const Tensor& h) { return ffn->forward(h); });
+}
+
+TransformerStack::TransformerStack(const BlockOptions& opt, int64_t n_layers, bool cross_attention,
+                                   std::shared_ptr<core::Generator> gen) {
+  TFM_CHECK(n_layers > 0, "transformer: n_layers must be positive, got ", n_layers);
+  layers = register_module("layers", std::make_shared<ModuleList<TransformerBlock>>());
+  for (int64_t i = 0; i < n_layers; ++i) layers->push_back(std::make_shared<TransformerBlock>(opt, cross_attention, gen));
+  if (opt.prenorm)
+    final_norm = register_module("final_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
+}
+
+Tensor TransformerStack::forward(const Tensor& x_in, const AttentionMask& self_mask, const Tensor& memory,
+                                 const AttentionMask& memory_mask, std::vector<KVCache>* self_caches,
+                                 std::vector<KVCache>* cross_caches) const {
+  Tensor x = x_in;
+  for (std::size_t i = 0; i < layers->size(); ++i) {
+    KVCache* sc = self_caches ? &(*self_caches)[i] : nullptr;
+    KVCache* cc = cross_caches ? &(*cross_caches)[i] : nullptr;
+    x = (*layers)[i].forward(x, self_mask, memory, memory_mask, sc, cc);
+  }
+  return final_norm ? final_norm->forward(x) : x;
+}
+
+}  // namespace tfm::layers

@@ -1,0 +1,121 @@
+#include "gpt.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "layers/init.h"
+
+namespace tfm::layers {
+
+void validate(const GPTConfig& c) {
+  TFM_CHECK(c.vocab_size > 0, "gpt: vocab_size must be positive, got ", c.vocab_size);
+  TFM_CHECK(c.block_size > 0, "gpt: block_size must be positive, got ", c.block_size);
+  TFM_CHECK(c.n_layers > 0, "gpt: n_layers must be positive, got ", c.n_layers);
+  TFM_CHECK(c.n_heads > 0 && c.d_model > 0 && c.d_model % c.n_heads == 0, "gpt: d_model (", c.d_model,
+            ") must be a positive multiple of n_heads (", c.n_heads, ")");
+  TFM_CHECK(c.d_ff >= 0, "gpt: d_ff must be >= 0 (0 means 4·d_model), got ", c.d_ff);
+  TFM_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f, "gpt: dropout must be in [0, 1), got ", c.dropout);
+  TFM_CHECK(c.positions != PositionKind::rope || (c.d_model / c.n_heads) % 2 == 0,
+            "gpt: rotary positions need an even head dim, got ", c.d_model / c.n_heads);
+  TFM_CHECK(c.positions != PositionKind::sinusoidal || c.d_model % 2 == 0,
+            "gpt: sinusoidal positions need an even d_model, got ", c.d_model);
+}
+
+GPT::GPT(const GPTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared<core::Generator>(seed ^ 0x5eedULL)) {
+  validate(cfg);
+  if (cfg_.d_ff == 0) cfg_.d_ff = 4 * cfg_.d_model;
+  tok_emb = register_module("tok_emb", std::make_shared<Embedding>(cfg_.vocab_size, cfg_.d_model));
+  if (cfg_.positions == PositionKind::learned)
+    pos_emb = register_module("pos_emb", std::make_shared<Embedding>(cfg_.block_size, cfg_.d_model));
+  if (cfg_.positions == PositionKind::sinusoidal) sin_table_ = sinusoidal_table(cfg_.block_size, cfg_.d_model);
+  if (cfg_.positions == PositionKind::rope)
+    rope_ = std::make_shared<RotaryEmbedding>(cfg_.d_model / cfg_.n_heads, cfg_.block_size, cfg_.rope_base);
+  drop_ = register_module("dropout", std::make_shared<Dropout>(cfg_.dropout, gen_));
+  BlockOptions b;
+  b.d_model = cfg_.d_model;
+  b.n_heads = cfg_.n_heads;
+  b.d_ff = cfg_.d_ff;
+  b.dropout = cfg_.dropout;
+  b.activation = cfg_.activation;
+  b.norm = cfg_.norm;
+  b.prenorm = cfg_.prenorm;
+  b.bias = cfg_.bias;
+  b.fused_qkv = cfg_.fused_qkv;
+  b.attention = cfg_.attention;
+  b.rope = rope_;
+  blocks = register_module("decoder", std::make_shared<TransformerStack>(b, cfg_.n_layers, false, gen_));
+  if (!cfg_.tie_embeddings)
+    lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.d_model, cfg_.vocab_size, false));
+
+  // GPT-2 initialisation: N(0, 0.02) everywhere, residual projections scaled
+  // by 1/sqrt(2·n_layers); biases 0 and norm weights 1 as constructed.
+  core::Generator init(seed);
+  const float resid_std = 0.02f / std::sqrt(2.0f * static_cast<float>(cfg_.n_layers));
+  for (auto& [name, p] : named_parameters()) {
+    if (p.dim() < 2) continue;
+    const bool residual = name.ends_with("out_proj.weight") || name.ends_with("ffn.down.weight");
+    normal_(p, init, residual ? resid_std : 0.02f);
+  }
+}
+
+Tensor GPT::forward(const Tensor& ids, std::vector<KVCache>* caches) const {
+  TFM_CHECK(ids.dim() == 2 && ids.dtype() == core::DType::i32, "gpt: ids must be i32 [B, T], got ",
+            core::shape_str(ids.shape()));
+  const int64_t T = ids.size(1);
+  const int64_t offset = caches ? (*caches)[0].len : 0;
+  TFM_CHECK(offset + T <= cfg_.block_size, "gpt: ", offset + T, " positions exceed block_size ", cfg_.block_size);
+  Tensor x = tok_emb->forward(ids);  // [B, T, D]
+  if (pos_emb) {
+    x = core::add(x, pos_emb->weight.slice(0, offset, offset + T));
+  } else if (sin_table_.defined()) {
+    x = core::add(x, sin_table_.slice(0, offset, offset + T));
+  }
+  x = drop_->forward(x);
+  AttentionMask mask;
+  mask.causal = true;
+  mask.q_offset = offset;
+  x = blocks->forward(x, mask, Tensor(), {}, caches);
+  return lm_head ? lm_head->forward(x) : core::matmul(x, tok_emb->weight, false, true);
+}
+
+Tensor GPT::loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
+  TFM_CHECK(targets.shape() == ids.shape(), "gpt: targets ", core::shape_str(targets.shape()), " differ from ids ",
+            core::shape_str(ids.shape()));
+  Tensor logits = forward(ids);
+  return core::cross_entropy(logits.reshape({-1, cfg_.vocab_size}), targets.reshape({-1}), ignore_index);
+}
+
+std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int64_t n, const SamplingOptions& opt,
+                                   core::Generator& gen, const std::function<void(int32_t)>& on_token) const {
+  TFM_CHECK(!prompt.empty(), "generate: the prompt must contain at least one token");
+  validate(opt);
+  core::NoGradGuard no_grad;
+  std::vector<int32_t> seq = prompt;
+  std::vector<KVCache> caches = make_caches();
+  // Feed `tokens` and return the logits of the last position.
+  auto feed = [&](const std::vector<int32_t>& tokens) {
+    Tensor logits = forward(core::from_vector(tokens, {1, static_cast<int64_t>(tokens.size())}), &caches);
+    return logits.slice(1, logits.size(1) - 1, logits.size(1)).contiguous();
+  };
+  auto prime = [&](std::size_t keep) {
+    for (auto& c : caches) c.clear();
+    return feed(std::vector<int32_t>(seq.end() - static_cast<std::ptrdiff_t>(std::min(keep, seq.size())), seq.end()));
+  };
+  Tensor last = prime(static_cast<std::size_t>(cfg_.block_size));
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t next = sample_token(last.data<float>(), cfg_.vocab_size, opt, gen);
+    seq.push_back(next);
+    if (on_token) on_token(next);
+    if (i + 1 == n) break;
+    if (caches[0].len + 1 > cfg_.block_size) {
+      last = prime(static_cast<std::size_t>(std::max<int64_t>(1, cfg_.block_size / 2)));
+    } else {
+      last = feed({next});
+    }
+  }
+  return std::vector<int32_t>(seq.begin() + static_cast<std::ptrdiff_t>(prompt.size()), seq.end());
+}
+
+}  // namespace tfm::layers
