@@ -49,15 +49,7 @@ GPT::GPT(const GPTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared
   if (!cfg_.tie_embeddings)
     lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.d_model, cfg_.vocab_size, false));
 
-  // GPT-2 initialisation: N(0, 0.02) everywhere, residual projections scaled
-  // by 1/sqrt(2·n_layers); biases 0 and norm weights 1 as constructed.
-  core::Generator init(seed);
-  const float resid_std = 0.02f / std::sqrt(2.0f * static_cast<float>(cfg_.n_layers));
-  for (auto& [name, p] : named_parameters()) {
-    if (p.dim() < 2) continue;
-    const bool residual = name.ends_with("out_proj.weight") || name.ends_with("ffn.down.weight");
-    normal_(p, init, residual ? resid_std : 0.02f);
-  }
+  init_gpt2(*this, cfg_.n_layers, seed);
 }
 
 Tensor GPT::forward(const Tensor& ids, std::vector<KVCache>* caches) const {

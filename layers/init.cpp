@@ -24,4 +24,26 @@ void constant_(core::Tensor& t, float v) {
   t.fill_(v);
 }
 
+void init_gpt2(const Module& m, int64_t n_layers, uint64_t seed) {
+  core::Generator gen(seed);
+  const float resid_std = 0.02f / std::sqrt(2.0f * static_cast<float>(n_layers));
+  for (auto& [name, p] : m.named_parameters()) {
+    if (p.dim() < 2) continue;
+    const bool residual = name.ends_with("out_proj.weight") || name.ends_with("ffn.down.weight");
+    normal_(p, gen, residual ? resid_std : 0.02f);
+  }
+}
+
+void init_transformer(const Module& m, int64_t d_model, uint64_t seed) {
+  core::Generator gen(seed);
+  for (auto& [name, p] : m.named_parameters()) {
+    if (p.dim() < 2) continue;
+    if (name.ends_with("_emb.weight") || name.ends_with("_pos.weight")) {
+      normal_(p, gen, 1.0f / std::sqrt(static_cast<float>(d_model)));
+    } else {
+      xavier_uniform_(p, gen);
+    }
+  }
+}
+
 }  // namespace tfm::layers

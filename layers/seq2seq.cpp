@@ -53,17 +53,7 @@ Seq2Seq::Seq2Seq(const Seq2SeqConfig& cfg, uint64_t seed)
   decoder = register_module("decoder", std::make_shared<TransformerStack>(b, cfg_.dec_layers, true, gen_));
   if (!cfg_.tie_output) out_proj = register_module("out_proj", std::make_shared<Linear>(D, cfg_.tgt_vocab, false));
 
-  // Transformer initialisation: Xavier-uniform matrices, embeddings
-  // N(0, D^-1/2) (they are scaled by sqrt(D) on lookup); biases 0, norms 1.
-  core::Generator init(seed);
-  for (auto& [name, p] : named_parameters()) {
-    if (p.dim() < 2) continue;
-    if (name.ends_with("_emb.weight") || name.ends_with("_pos.weight")) {
-      normal_(p, init, 1.0f / std::sqrt(static_cast<float>(D)));
-    } else {
-      xavier_uniform_(p, init);
-    }
-  }
+  init_transformer(*this, D, seed);
 }
 
 Tensor Seq2Seq::embed(const Embedding& emb, const Embedding* pos, const Tensor& ids, int64_t offset) const {
