@@ -59,6 +59,10 @@ TransformerStack::TransformerStack(const BlockOptions& opt, int64_t n_layers, bo
 Tensor TransformerStack::forward(const Tensor& x_in, const AttentionMask& self_mask, const Tensor& memory,
                                  const AttentionMask& memory_mask, std::vector<KVCache>* self_caches,
                                  std::vector<KVCache>* cross_caches) const {
+  TFM_CHECK(!self_caches || self_caches->size() == layers->size(), "transformer: expected ", layers->size(),
+            " self-attention caches, got ", self_caches ? self_caches->size() : 0);
+  TFM_CHECK(!cross_caches || cross_caches->size() == layers->size(), "transformer: expected ", layers->size(),
+            " cross-attention caches, got ", cross_caches ? cross_caches->size() : 0);
   Tensor x = x_in;
   for (std::size_t i = 0; i < layers->size(); ++i) {
     KVCache* sc = self_caches ? &(*self_caches)[i] : nullptr;

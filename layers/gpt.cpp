@@ -56,6 +56,8 @@ Tensor GPT::forward(const Tensor& ids, std::vector<KVCache>* caches) const {
   TFM_CHECK(ids.dim() == 2 && ids.dtype() == core::DType::i32, "gpt: ids must be i32 [B, T], got ",
             core::shape_str(ids.shape()));
   const int64_t T = ids.size(1);
+  TFM_CHECK(!caches || static_cast<int64_t>(caches->size()) == cfg_.n_layers, "gpt: expected ", cfg_.n_layers,
+            " KV caches (one per layer), got ", caches ? caches->size() : 0);
   const int64_t offset = caches ? (*caches)[0].len : 0;
   TFM_CHECK(offset + T <= cfg_.block_size, "gpt: ", offset + T, " positions exceed block_size ", cfg_.block_size);
   Tensor x = tok_emb->forward(ids);  // [B, T, D]

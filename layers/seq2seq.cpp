@@ -21,6 +21,10 @@ void validate(const Seq2SeqConfig& c) {
             "seq2seq: shared embeddings need equal vocabularies, got ", c.src_vocab, " and ", c.tgt_vocab);
   TFM_CHECK(c.pad_id >= 0 && c.pad_id < c.src_vocab && c.pad_id < c.tgt_vocab, "seq2seq: pad_id ", c.pad_id,
             " is outside the vocabulary");
+  TFM_CHECK(c.positions != PositionKind::rope || (c.d_model / c.n_heads) % 2 == 0,
+            "seq2seq: rotary positions need an even head dim, got ", c.d_model / c.n_heads);
+  TFM_CHECK(c.positions != PositionKind::sinusoidal || c.d_model % 2 == 0,
+            "seq2seq: sinusoidal positions need an even d_model, got ", c.d_model);
 }
 
 Seq2Seq::Seq2Seq(const Seq2SeqConfig& cfg, uint64_t seed)

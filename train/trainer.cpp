@@ -1,0 +1,432 @@
+#include "trainer.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "core/allocator.h"
+#include "core/autograd.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "core/parallel.h"
+#include "data/lm_data.h"
+#include "data/text.h"
+#include "data/tokenizer.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/model_io.h"
+
+#ifndef TFM_VERSION
+#define TFM_VERSION "0.0.0"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace tfm::train {
+
+namespace {
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+// Installs SIGINT/SIGTERM handlers for the lifetime of a run. SA_RESETHAND:
+// a second signal takes the default action (the checkpoint on disk is
+// always whole, so stopping hard is safe).
+class SignalScope {
+ public:
+  SignalScope() {
+    g_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+std::string now_iso() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+// Writes text to path atomically (temp file + rename).
+void write_text_atomic(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    TFM_CHECK(out.good(), tmp.string(), ": cannot write");
+  }
+  fs::rename(tmp, path);
+}
+
+// Points `link` at `target` atomically (hard link to a temp name, then rename).
+void link_atomic(const fs::path& target, const fs::path& link) {
+  const fs::path tmp = link.parent_path() / ("." + link.filename().string() + ".tmp");
+  std::error_code ec;
+  fs::remove(tmp, ec);
+  fs::create_hard_link(target, tmp, ec);
+  if (ec) fs::copy_file(target, tmp, fs::copy_options::overwrite_existing);
+  fs::rename(tmp, link);
+}
+
+struct Run {
+  Config cfg;
+  fs::path out_dir;
+  std::shared_ptr<spdlog::logger> log;
+  std::unique_ptr<data::CharTokenizer> tokenizer;
+  std::unique_ptr<data::LMStream> train_data, valid_data;
+  std::unique_ptr<layers::GPT> model;
+  std::unique_ptr<optim::Optimizer> opt;
+  optim::Schedule schedule;
+  core::Generator data_gen;
+  int64_t step = 0;
+  int64_t tokens_seen = 0;
+  double best_val = std::numeric_limits<double>::infinity();
+  std::string metrics;  // JSON lines, also mirrored to OUT_DIR/metrics.jsonl
+  std::string last_checkpoint;
+  bool tty = false;
+};
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const Config& cfg, const layers::Module& model) {
+  auto groups = optim::decay_groups(model.named_parameters(), static_cast<float>(cfg.get_float("optim.weight_decay")),
+                                    !cfg.get_bool("optim.decay_vectors"), !cfg.get_bool("optim.decay_embeddings"));
+  const float lr = static_cast<float>(cfg.get_float("optim.lr"));
+  const std::string name = cfg.get_string("optim.name");
+  if (name == "sgd")
+    return std::make_unique<optim::SGD>(std::move(groups), lr, static_cast<float>(cfg.get_float("optim.momentum")),
+                                        cfg.get_bool("optim.nesterov"));
+  return std::make_unique<optim::Adam>(std::move(groups), lr, static_cast<float>(cfg.get_float("optim.beta1")),
+                                       static_cast<float>(cfg.get_float("optim.beta2")),
+                                       static_cast<float>(cfg.get_float("optim.eps")), name == "adamw");
+}
+
+optim::Schedule make_schedule(const Config& cfg) {
+  optim::Schedule s;
+  s.kind = optim::parse_schedule(cfg.get_string("schedule.kind"));
+  s.lr = static_cast<float>(cfg.get_float("optim.lr"));
+  s.min_lr = static_cast<float>(cfg.get_float("schedule.min_lr"));
+  s.warmup = cfg.get_int("schedule.warmup_steps");
+  s.total = cfg.get_int("schedule.total_steps") ? cfg.get_int("schedule.total_steps") : cfg.get_int("train.max_steps");
+  optim::validate(s);
+  return s;
+}
+
+void append_metrics(Run& r, const nlohmann::json& j) {
+  const std::string line = j.dump() + "\n";
+  r.metrics += line;
+  std::ofstream out(r.out_dir / "metrics.jsonl", std::ios::app);
+  out << line;
+}
+
+double evaluate(Run& r) {
+  core::NoGradGuard no_grad;
+  r.model->eval();
+  const int64_t steps = r.cfg.get_int("train.eval_steps"), batch = r.cfg.get_int("train.batch_size");
+  double total = 0;
+  for (int64_t k = 0; k < steps; ++k) {
+    const data::LMBatch b = r.valid_data->fixed(k, batch);
+    total += r.model->loss(b.inputs, b.targets).item();
+  }
+  r.model->train();
+  return total / static_cast<double>(steps);
+}
+
+CheckpointData snapshot(const Run& r) {
+  CheckpointData d;
+  d.meta["tfm_version"] = TFM_VERSION;
+  d.meta["created"] = now_iso();
+  d.meta["model_family"] = r.cfg.get_string("model.family");
+  d.meta["optimizer"] = r.opt->name();
+  d.meta["best_val_loss"] = std::isfinite(r.best_val) ? std::to_string(r.best_val) : "";
+  d.ints["step"] = r.step;
+  d.ints["tokens_seen"] = r.tokens_seen;
+  d.ints["optimizer_steps"] = r.opt->steps();
+  d.ints["epoch_position"] = r.train_data->epoch_position();
+  d.config_yaml = r.cfg.to_yaml();
+  d.params = r.model->named_parameters();
+  d.optimizer_state = r.opt->state();
+  d.rng["data"] = {r.data_gen.seed(), r.data_gen.offset()};
+  d.rng["dropout"] = {r.model->dropout_generator()->seed(), r.model->dropout_generator()->offset()};
+  d.tokenizer_kind = r.tokenizer->kind();
+  d.tokenizer_blob = r.tokenizer->serialize();
+  d.metrics_jsonl = r.metrics;
+  return d;
+}
+
+// Writes the step's checkpoint, points last.h5 (and best.h5) at it, and
+// keeps only the train.keep_last newest numbered checkpoints.
+void save(Run& r, bool is_best) {
+  const int64_t keep = r.cfg.get_int("train.keep_last");
+  char name[32];
+  std::snprintf(name, sizeof name, "ckpt_%07lld.h5", static_cast<long long>(r.step));
+  const fs::path numbered = r.out_dir / name, last = r.out_dir / "last.h5", best = r.out_dir / "best.h5";
+  const CheckpointData d = snapshot(r);
+  if (keep > 0) {
+    save_checkpoint(numbered.string(), d);
+    link_atomic(numbered, last);
+  } else {
+    save_checkpoint(last.string(), d);
+  }
+  if (is_best) link_atomic(last, best);
+  r.last_checkpoint = last.string();
+  std::vector<fs::path> numbered_files;
+  for (const auto& e : fs::directory_iterator(r.out_dir)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind("ckpt_", 0) == 0 && f.ends_with(".h5")) numbered_files.push_back(e.path());
+  }
+  std::sort(numbered_files.begin(), numbered_files.end());
+  for (std::size_t i = 0; i + static_cast<std::size_t>(keep) < numbered_files.size(); ++i) fs::remove(numbered_files[i]);
+}
+
+std::shared_ptr<spdlog::logger> make_logger(const fs::path& out_dir, bool quiet) {
+  std::vector<spdlog::sink_ptr> sinks;
+  if (!quiet) sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
+  sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>((out_dir / "train.log").string(), false));
+  auto log = std::make_shared<spdlog::logger>("tfm", sinks.begin(), sinks.end());
+  log->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
+  log->flush_on(spdlog::level::info);
+  return log;
+}
+
+std::string fmt_duration(double s) {
+  char buf[32];
+  const long t = static_cast<long>(s);
+  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  return buf;
+}
+
+}  // namespace
+
+std::string resolve_checkpoint(const std::string& path) {
+  if (fs::is_directory(path)) {
+    const fs::path last = fs::path(path) / "last.h5";
+    TFM_CHECK(fs::is_regular_file(last), path, ": a run directory without last.h5 (nothing to resume from)");
+    return last.string();
+  }
+  TFM_CHECK(fs::is_regular_file(path), path, ": no such checkpoint file or run directory");
+  return path;
+}
+
+int run_train(const TrainArgs& args) {
+  Run r;
+  // ---- configuration: everything is validated before anything is allocated or written
+  CheckpointData resumed;
+  std::string resume_path;
+  if (!args.resume.empty()) {
+    resume_path = resolve_checkpoint(args.resume);
+    resumed = load_checkpoint(resume_path);
+    r.cfg = args.config_path.empty() ? Config::parse(resumed.config_yaml, resume_path + " (config)", args.overrides)
+                                     : Config::load(args.config_path, args.overrides);
+  } else {
+    TFM_CHECK(!args.config_path.empty(), "tfm train: a config file (or --resume) is required");
+    r.cfg = Config::load(args.config_path, args.overrides);
+  }
+  r.cfg.validate();
+  TFM_CHECK(r.cfg.get_string("model.family") == "gpt",
+            "model.family = seq2seq: training translation models is not implemented yet (allowed here: gpt)");
+  TFM_CHECK(r.cfg.get_string("data.tokenizer") == "char",
+            "data.tokenizer = sentencepiece is not implemented yet (allowed here: char)");
+  r.schedule = make_schedule(r.cfg);
+  if (r.cfg.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(r.cfg.get_int("train.threads")));
+
+  // ---- data
+  const std::string data_path = r.cfg.get_string("data.path");
+  const std::string text = data::read_file(data_path);
+  const std::vector<char32_t> cps = data::decode_utf8(text, data_path);
+  TFM_CHECK(!cps.empty(), data_path, ": empty corpus");
+  const auto split = static_cast<std::size_t>(static_cast<double>(cps.size()) * (1.0 - r.cfg.get_float("data.valid_fraction")));
+  const std::vector<char32_t> train_cps(cps.begin(), cps.begin() + static_cast<std::ptrdiff_t>(split));
+  const std::vector<char32_t> valid_cps(cps.begin() + static_cast<std::ptrdiff_t>(split), cps.end());
+  if (!args.resume.empty()) {
+    auto tok = data::load_tokenizer(resumed.tokenizer_kind, resumed.tokenizer_blob);
+    r.tokenizer.reset(dynamic_cast<data::CharTokenizer*>(tok.release()));
+    TFM_CHECK(r.tokenizer != nullptr, resume_path, ": the checkpoint tokenizer is not a char tokenizer");
+  } else {
+    r.tokenizer = std::make_unique<data::CharTokenizer>(data::CharTokenizer::train(data::encode_utf8(train_cps), data_path));
+  }
+  const int64_t block = r.cfg.get_int("model.block_size");
+  const auto sampling = r.cfg.get_string("data.sampling") == "epoch" ? data::Sampling::epoch : data::Sampling::random;
+  r.train_data = std::make_unique<data::LMStream>(r.tokenizer->encode(train_cps), block, sampling);
+  r.valid_data = std::make_unique<data::LMStream>(r.tokenizer->encode(valid_cps), block, data::Sampling::random);
+
+  // ---- model, optimizer, state
+  const uint64_t seed = static_cast<uint64_t>(r.cfg.get_int("train.seed"));
+  r.model = std::make_unique<layers::GPT>(gpt_config(r.cfg, r.tokenizer->vocab_size()), seed);
+  r.opt = make_optimizer(r.cfg, *r.model);
+  r.data_gen = core::Generator(seed + 1);
+  if (!args.resume.empty()) {
+    auto need_int = [&](const char* k) {
+      auto it = resumed.ints.find(k);
+      TFM_CHECK(it != resumed.ints.end(), resume_path, ": checkpoint has no '", k, "' attribute (not a training checkpoint?)");
+      return it->second;
+    };
+    auto need_rng = [&](const char* k) {
+      auto it = resumed.rng.find(k);
+      TFM_CHECK(it != resumed.rng.end(), resume_path, ": checkpoint has no /rng/", k, " state");
+      return it->second;
+    };
+    load_parameters(*r.model, resumed.params, resume_path);
+    TFM_CHECK(resumed.meta["optimizer"] == r.opt->name(), resume_path, ": optimizer state is for '",
+              resumed.meta["optimizer"], "', the config asks for optim.name = ", r.opt->name());
+    r.opt->load_state(resumed.optimizer_state, need_int("optimizer_steps"));
+    r.step = need_int("step");
+    r.tokens_seen = need_int("tokens_seen");
+    r.train_data->set_epoch_position(need_int("epoch_position"));
+    r.data_gen.set_state(need_rng("data").first, need_rng("data").second);
+    r.model->dropout_generator()->set_state(need_rng("dropout").first, need_rng("dropout").second);
+    if (!resumed.meta["best_val_loss"].empty()) r.best_val = std::stod(resumed.meta["best_val_loss"]);
+    r.metrics = resumed.metrics_jsonl;
+  }
+
+  // ---- run directory
+  r.out_dir = r.cfg.get_string("train.out_dir");
+  std::error_code ec;
+  fs::create_directories(r.out_dir, ec);
+  TFM_CHECK(!ec && fs::is_directory(r.out_dir), "train.out_dir: cannot create ", r.out_dir.string(), " (",
+            ec.message(), ")");
+  write_text_atomic(r.out_dir / "config.yaml", r.cfg.to_yaml());
+  write_text_atomic(r.out_dir / "metrics.jsonl", r.metrics);  // a resumed run continues from its checkpoint
+  r.log = make_logger(r.out_dir, args.quiet);
+  r.tty = !args.quiet && isatty(STDERR_FILENO);
+
+  const int64_t max_steps = r.cfg.get_int("train.max_steps"), batch = r.cfg.get_int("train.batch_size");
+  const int64_t accum = r.cfg.get_int("train.grad_accum"), log_every = r.cfg.get_int("train.log_every");
+  const int64_t eval_every = r.cfg.get_int("train.eval_every"), ckpt_every = r.cfg.get_int("train.checkpoint_every");
+  const float clip = static_cast<float>(r.cfg.get_float("train.grad_clip"));
+  const bool skip_nonfinite = r.cfg.get_bool("train.skip_nonfinite");
+  r.log->info("tfm {} | {} | resolved config:\n{}", TFM_VERSION, args.resume.empty() ? "new run" : "resuming " + resume_path,
+              r.cfg.to_yaml());
+  r.log->info("data: {} ({} train / {} valid characters, vocabulary {}), model: {} parameters, threads: {}", data_path,
+              train_cps.size(), valid_cps.size(), r.tokenizer->vocab_size(), r.model->num_parameters(),
+              core::num_threads());
+  if (r.step >= max_steps) {
+    r.log->info("nothing to do: step {} already reached train.max_steps = {}", r.step, max_steps);
+    return 0;
+  }
+
+  SignalScope signals;
+  const auto start = std::chrono::steady_clock::now();
+  auto window_start = start;
+  int64_t window_tokens = 0, window_steps = 0;
+  double window_loss = 0;
+  core::reset_peak_memory();
+  while (r.step < max_steps) {
+    const int64_t step = r.step + 1;
+    const float lr = r.schedule.lr_at(step);
+    r.opt->set_lr(lr);
+    r.opt->zero_grad();
+    double loss_sum = 0;
+    bool finite = true;
+    for (int64_t m = 0; m < accum; ++m) {
+      const data::LMBatch b = r.train_data->next(batch, r.data_gen);
+      core::Tensor loss = r.model->loss(b.inputs, b.targets);
+      const float lv = loss.item();
+      finite = finite && std::isfinite(lv);
+      loss_sum += lv;
+      (accum > 1 ? core::mul(loss, 1.0f / static_cast<float>(accum)) : loss).backward();
+      r.tokens_seen += batch * block;
+      window_tokens += batch * block;
+    }
+    const float loss_value = static_cast<float>(loss_sum / static_cast<double>(accum));
+    const float gnorm = clip > 0 ? optim::clip_grad_norm(r.model->parameters(), clip) : optim::grad_norm(r.model->parameters());
+    finite = finite && std::isfinite(gnorm);
+    r.step = step;
+    if (!finite) {
+      if (!skip_nonfinite) {
+        r.log->error("step {}: the loss ({}) or gradient norm ({}) is not finite; stopping. The last good checkpoint is {}. "
+                     "Lower optim.lr, or set train.skip_nonfinite=true to skip such steps.",
+                     step, loss_value, gnorm, r.last_checkpoint.empty() ? "(none yet)" : r.last_checkpoint);
+        return 3;
+      }
+      r.log->warn("step {}: non-finite loss or gradient; step skipped (train.skip_nonfinite)", step);
+      r.opt->zero_grad();
+    } else {
+      r.opt->step();
+    }
+    window_loss += loss_value;
+    ++window_steps;
+
+    nlohmann::json row;
+    bool saved = false;
+    const bool ckpt_step = ckpt_every > 0 && step % ckpt_every == 0;
+    const bool do_log = step % log_every == 0 || step == max_steps;
+    const bool do_eval = (eval_every > 0 && step % eval_every == 0) || step == max_steps;
+    if (do_log || do_eval) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double wsec = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+      const double tps = wsec > 0 ? static_cast<double>(window_tokens) / wsec : 0.0;
+      row["step"] = step;
+      row["train_loss"] = window_loss / static_cast<double>(window_steps);
+      row["lr"] = lr;
+      row["grad_norm"] = gnorm;
+      row["tokens_per_s"] = tps;
+      row["elapsed_s"] = elapsed;
+      row["peak_mem_bytes"] = core::memory_stats().peak_bytes;
+      bool is_best = false;
+      if (do_eval) {
+        const double val = evaluate(r);
+        row["val_loss"] = val;
+        is_best = val < r.best_val;
+        if (is_best) r.best_val = val;
+      }
+      append_metrics(r, row);
+      const double step_time = wsec / static_cast<double>(window_steps);
+      if (r.tty) std::fprintf(stderr, "\r\033[K");
+      r.log->info("step {:>6}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | peak mem {:.1f} MB | ETA {}",
+                  step, max_steps, row["train_loss"].get<double>(),
+                  do_eval ? fmt::format(" | val {:.4f}", row["val_loss"].get<double>()) : "", lr, gnorm, tps,
+                  static_cast<double>(core::memory_stats().peak_bytes) / 1e6,
+                  fmt_duration(step_time * static_cast<double>(max_steps - step)));
+      window_start = std::chrono::steady_clock::now();
+      window_tokens = window_steps = 0;
+      window_loss = 0;
+      // A new best is always written; otherwise checkpoints follow train.checkpoint_every.
+      if (is_best || ckpt_step || step == max_steps) {
+        save(r, is_best);
+        saved = true;
+      }
+    } else if (ckpt_step) {
+      save(r, false);
+      saved = true;
+    }
+    if (r.tty) std::fprintf(stderr, "\r\033[Kstep %lld/%lld loss %.4f", static_cast<long long>(step),
+                            static_cast<long long>(max_steps), loss_value);
+    if (const int sig = g_signal.load(); sig != 0) {
+      if (r.tty) std::fprintf(stderr, "\r\033[K");
+      if (!saved) save(r, false);
+      r.log->info("interrupted by signal {} after step {}; checkpoint saved to {}. Resume with: tfm train --resume {}", sig,
+                  step, r.last_checkpoint, r.out_dir.string());
+      return 0;
+    }
+  }
+  if (r.tty) std::fprintf(stderr, "\r\033[K");
+  r.log->info("done: {} steps, best validation loss {:.4f}, checkpoint {}", r.step, r.best_val, r.last_checkpoint);
+  return 0;
+}
+
+}  // namespace tfm::train
