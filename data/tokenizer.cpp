@@ -58,7 +58,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& kind, const std::ve
     const std::string s(bytes.begin(), bytes.end());
     return std::make_unique<CharTokenizer>(decode_utf8(s, "checkpoint tokenizer"));
   }
-  detail::throw_error("unknown tokenizer kind '", kind, "' in checkpoint (this tfm knows: char)");
+  if (kind == SentencePieceTokenizer::kKind) {
+    const std::string s(bytes.begin(), bytes.end());
+    return std::make_unique<SentencePieceTokenizer>(SentencePieceTokenizer::from_model_proto(s, "checkpoint tokenizer"));
+  }
+  detail::throw_error("unknown tokenizer kind '", kind, "' in checkpoint (this tfm knows: char, sentencepiece)");
 }
 
 }  // namespace tfm::data

@@ -8,6 +8,10 @@
 #include <string>
 #include <vector>
 
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
 namespace tfm::data {
 
 class Tokenizer {
@@ -18,6 +22,12 @@ class Tokenizer {
   virtual std::vector<int32_t> encode(const std::string& text) const = 0;
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual std::vector<uint8_t> serialize() const = 0;
+
+  // Special ids; -1 when the tokenizer has no such symbol.
+  virtual int32_t pad_id() const { return -1; }
+  virtual int32_t unk_id() const { return -1; }
+  virtual int32_t bos_id() const { return -1; }
+  virtual int32_t eos_id() const { return -1; }
 };
 
 // Character level over Unicode code points. Id 0 is the unknown symbol
@@ -37,14 +47,61 @@ class CharTokenizer final : public Tokenizer {
   std::string decode(const std::vector<int32_t>& ids) const override;
   std::string decode_one(int32_t id) const;
   std::vector<uint8_t> serialize() const override;  // the symbols as UTF-8
+  int32_t unk_id() const override { return kUnk; }  // no pad/bos/eos: -1
   const std::vector<char32_t>& symbols() const { return symbols_; }
 
  private:
   std::vector<char32_t> symbols_;  // sorted
 };
 
+// SentencePiece (BPE or unigram) through libsentencepiece, trained in memory
+// with fixed special ids pad=0, unk=1, bos=2, eos=3, character coverage 1.0
+// and the default nmt_nfkc normalisation (so encode -> decode gives back the
+// NFKC-normalised text with runs of spaces collapsed and edges trimmed).
+// Training is deterministic: the same sentences and settings give the same
+// model bytes. Training sets libsentencepiece's process-wide log level to
+// errors only, so it prints nothing on success. Implemented in
+// sentencepiece_tokenizer.cpp.
+class SentencePieceTokenizer final : public Tokenizer {
+ public:
+  static constexpr const char* kKind = "sentencepiece";
+  static constexpr int32_t kPad = 0, kUnk = 1, kBos = 2, kEos = 3;
+
+  // Trains on `sentences` (UTF-8, one sentence each). model_type is "bpe" or
+  // "unigram". Throws tfm::Error naming `origin` when the corpus cannot give
+  // vocab_size pieces (lower data.vocab_size) or on bad arguments.
+  static SentencePieceTokenizer train(const std::vector<std::string>& sentences, int64_t vocab_size,
+                                      const std::string& model_type, const std::string& origin);
+  // Loads a serialised ModelProto (what serialize() returns, or the bytes of
+  // an spm .model file); throws tfm::Error naming `origin` when malformed.
+  static SentencePieceTokenizer from_model_proto(const std::string& model_proto, const std::string& origin);
+
+  SentencePieceTokenizer(SentencePieceTokenizer&&) noexcept;
+  SentencePieceTokenizer& operator=(SentencePieceTokenizer&&) noexcept;
+  ~SentencePieceTokenizer() override;
+
+  std::string kind() const override { return kKind; }
+  int64_t vocab_size() const override;
+  std::vector<int32_t> encode(const std::string& text) const override;
+  // Control ids (pad, bos, eos) decode to nothing; ids outside the
+  // vocabulary decode as the unknown surface " U+2047 ".
+  std::string decode(const std::vector<int32_t>& ids) const override;
+  std::vector<uint8_t> serialize() const override;  // the ModelProto bytes
+  int32_t pad_id() const override;
+  int32_t unk_id() const override;
+  int32_t bos_id() const override;
+  int32_t eos_id() const override;
+  std::string id_to_piece(int32_t id) const;  // "" outside the vocabulary
+  const std::string& model_proto() const { return proto_; }
+
+ private:
+  SentencePieceTokenizer(std::string proto, std::unique_ptr<sentencepiece::SentencePieceProcessor> sp);
+  std::string proto_;
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+};
+
 // Rebuilds a tokenizer from a checkpoint's (kind, bytes); throws on an
-// unknown kind or malformed bytes.
+// unknown kind or malformed bytes. Kinds: "char", "sentencepiece".
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& kind, const std::vector<uint8_t>& bytes);
 
 }  // namespace tfm::data

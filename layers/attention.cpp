@@ -19,10 +19,7 @@ class NaiveAttention final : public AttentionBackend {
   const char* name() const override { return "naive"; }
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask, float scale,
                 float dropout_p, bool training, core::Generator& gen) const override {
-    Tensor scores = core::matmul(core::mul(q, scale), k, false, true);  // [B, H, Tq, Tk]
-    const Tensor bias = attention_bias(mask, q.size(-2), k.size(-2));
-    if (bias.defined()) scores = core::add(scores, bias);
-    Tensor p = core::softmax(scores, -1);
+    Tensor p = attention_probabilities(q, k, mask, scale);  // [B, H, Tq, Tk]
     if (training && dropout_p > 0.0f) p = core::dropout(p, dropout_p, true, gen);
     return core::matmul(p, v);
   }
@@ -77,6 +74,13 @@ Tensor attention_bias(const AttentionMask& mask, int64_t tq, int64_t tk) {
     bias = bias.defined() ? core::add(bias, pad) : pad;
   }
   return bias;
+}
+
+Tensor attention_probabilities(const Tensor& q, const Tensor& k, const AttentionMask& mask, float scale) {
+  Tensor scores = core::matmul(core::mul(q, scale), k, false, true);  // [B, H, Tq, Tk]
+  const Tensor bias = attention_bias(mask, q.size(-2), k.size(-2));
+  if (bias.defined()) scores = core::add(scores, bias);
+  return core::softmax(scores, -1);
 }
 
 MultiHeadAttention::MultiHeadAttention(const AttentionOptions& opt, std::shared_ptr<core::Generator> gen)
@@ -141,6 +145,10 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& kv_input, cons
     }
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  if (probe) {
+    TFM_CHECK(!core::grad_enabled(), "attention: the probe records only with grad mode off (use NoGradGuard)");
+    probe->push_back(attention_probabilities(q, k, mask, scale));
+  }
   Tensor o = backend_->attend(q, k, v, mask, scale, dropout_, training(), *gen_);  // [B, H, Tq, Dh]
   o = o.permute({0, 2, 1, 3}).reshape({x.size(0), x.size(1), d_model_});
   return out_proj->forward(o);

@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/rng.h"
 #include "layers/basic.h"
@@ -46,6 +47,10 @@ std::shared_ptr<AttentionBackend> make_attention_backend(const std::string& name
 // where not; undefined when nothing is masked.
 Tensor attention_bias(const AttentionMask& mask, int64_t tq, int64_t tk);
 
+// softmax(q·kᵀ·scale + bias) [B, H, Tq, Tk]: the attention probabilities the
+// naive backend materialises (before dropout).
+Tensor attention_probabilities(const Tensor& q, const Tensor& k, const AttentionMask& mask, float scale);
+
 // Keys and values of earlier steps, for incremental decoding. k, v are
 // [B, H, capacity, Dh] buffers of which the first `len` steps are valid.
 struct KVCache {
@@ -78,6 +83,12 @@ class MultiHeadAttention : public Module {
 
   int64_t n_heads() const { return n_heads_; }
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, qkv_proj, out_proj;
+
+  // Inspection hook (tfm inspect --attention): when set, every forward call
+  // appends its attention probabilities [B, H, Tq, Tk] (masked, before
+  // dropout) to *probe. Only allowed with grad mode off (NoGradGuard); unset
+  // (the default) it costs nothing.
+  std::vector<Tensor>* probe = nullptr;
 
  private:
   Tensor split_heads(const Tensor& x) const;  // [B, T, D] -> [B, H, T, Dh]

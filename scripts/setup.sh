@@ -4,6 +4,7 @@
 #
 #   scripts/setup.sh            # install + configure + build
 #   BUILD_DIR=build-asan CMAKE_ARGS="-DTFM_SANITIZE=ON" scripts/setup.sh
+#   EXTRA_PACKAGES="diatheke" scripts/setup.sh   # also install these
 #
 # Idempotent: packages already present are skipped and `apt-get update` runs
 # only when something has to be installed. Works as root or through sudo.
@@ -21,6 +22,8 @@ packages=(
   catch2
   libyaml-cpp-dev libcli11-dev libsentencepiece-dev nlohmann-json3-dev
 )
+# shellcheck disable=SC2206
+packages+=(${EXTRA_PACKAGES:-})
 
 missing=()
 for p in "${packages[@]}"; do

@@ -93,6 +93,8 @@ TEST_CASE("training a tiny GPT lowers the loss and writes a complete run directo
   std::ostringstream again;
   run_sample(s, again);
   CHECK(again.str() == sample.str());  // reproducible for a seed
+  // A new run never overwrites an existing one.
+  REQUIRE_THROWS_WITH(run_train(a), Contains("already holds a run") && Contains("--resume"));
 }
 
 TEST_CASE("a stopped and resumed run equals an uninterrupted one", "[trainer]") {
@@ -169,6 +171,7 @@ TEST_CASE("a non-finite loss stops the run unless skipping is configured", "[tra
                  "train.max_steps=6"};
   CHECK(run_train(a) == 3);
   a.overrides.push_back("train.skip_nonfinite=true");
+  a.overrides.push_back("train.out_dir=" + (dir.path / "run2").string());
   CHECK(run_train(a) == 0);
 }
 

@@ -63,9 +63,15 @@ std::vector<KeySpec> make_schema() {
       key("model.share_embeddings", V::boolean, "false", "seq2seq: one embedding for source and target"),
       key("model.fused_qkv", V::boolean, "true", "gpt: one fused q/k/v projection"),
       // ---- data
-      key("data.path", V::string, "", "UTF-8 text file (gpt) or TSV of source<TAB>target (seq2seq)"),
+      key("data.path", V::string, "", "UTF-8 text file (gpt) or TSV of source<TAB>target (seq2seq): the training data"),
+      key("data.valid_path", V::string, "",
+          "seq2seq: validation TSV; empty means the last data.valid_fraction of data.path"),
+      key("data.test_path", V::string, "", "seq2seq: test TSV for `tfm eval --split test`"),
       choice("data.tokenizer", "char", {"char", "sentencepiece"}, "tokenizer trained on the training split"),
-      key("data.vocab_size", V::integer, "8000", "sentencepiece vocabulary size", 8, 1 << 20),
+      key("data.vocab_size", V::integer, "8000", "sentencepiece vocabulary size (per side when not joint)", 8,
+          1 << 20),
+      choice("data.sp_model", "bpe", {"bpe", "unigram"}, "sentencepiece model type"),
+      key("data.joint_vocab", V::boolean, "true", "seq2seq: one sentencepiece vocabulary for source and target"),
       key("data.valid_fraction", V::number, "0.1", "fraction held out for validation (the end of a text file)", 0,
           0.5),
       choice("data.sampling", "random", {"random", "epoch"},
@@ -104,6 +110,9 @@ std::vector<KeySpec> make_schema() {
       key("train.threads", V::integer, "0", "OpenMP threads; 0 means OMP_NUM_THREADS or all cores", 0, 4096),
       key("train.skip_nonfinite", V::boolean, "false",
           "skip a step whose loss or gradient is not finite instead of stopping"),
+      key("train.eval_bleu", V::boolean, "false", "seq2seq: also compute validation BLEU (greedy decoding) at each evaluation"),
+      key("train.eval_bleu_sentences", V::integer, "500", "seq2seq: validation sentences translated for BLEU", 1, 1e9),
+      choice("train.best_metric", "val_loss", {"val_loss", "val_bleu"}, "what best.h5 follows"),
   };
 }
 
@@ -349,7 +358,17 @@ void Config::validate() const {
             "optim.nesterov needs optim.momentum > 0");
   const std::string path = get_string("data.path");
   TFM_CHECK(!path.empty(), "data.path is required: a UTF-8 text file (gpt) or a TSV file (seq2seq)");
-  TFM_CHECK(std::filesystem::is_regular_file(path), "data.path: ", path, ": no such file");
+  for (const char* k : {"data.path", "data.valid_path", "data.test_path"}) {
+    const std::string& p = get_string(k);
+    TFM_CHECK(p.empty() || std::filesystem::is_regular_file(p), k, ": ", p, ": no such file");
+  }
+  const bool seq2seq = get_string("model.family") == "seq2seq";
+  TFM_CHECK(!seq2seq || get_string("data.tokenizer") == "sentencepiece",
+            "model.family = seq2seq needs data.tokenizer = sentencepiece");
+  TFM_CHECK(seq2seq || get_string("data.tokenizer") == "char", "model.family = gpt supports data.tokenizer = char");
+  TFM_CHECK(seq2seq || !get_bool("train.eval_bleu"), "train.eval_bleu needs model.family = seq2seq");
+  TFM_CHECK(get_string("train.best_metric") != "val_bleu" || get_bool("train.eval_bleu"),
+            "train.best_metric = val_bleu needs train.eval_bleu = true");
 }
 
 std::string help_text() {

@@ -29,6 +29,63 @@ layers::GPTConfig gpt_config(const Config& cfg, int64_t vocab_size) {
   return g;
 }
 
+layers::Seq2SeqConfig seq2seq_config(const Config& cfg, int64_t src_vocab, int64_t tgt_vocab, int32_t pad_id) {
+  layers::Seq2SeqConfig s;
+  s.src_vocab = src_vocab;
+  s.tgt_vocab = tgt_vocab;
+  s.d_model = cfg.get_int("model.d_model");
+  s.n_heads = cfg.get_int("model.n_heads");
+  s.enc_layers = cfg.get_int("model.enc_layers");
+  s.dec_layers = cfg.get_int("model.dec_layers");
+  s.d_ff = cfg.get_int("model.d_ff") ? cfg.get_int("model.d_ff") : 4 * s.d_model;
+  s.max_len = cfg.get_int("model.block_size");
+  s.dropout = static_cast<float>(cfg.get_float("model.dropout"));
+  s.positions = layers::parse_positions(cfg.get_string("model.positions"));
+  s.rope_base = static_cast<float>(cfg.get_float("model.rope_base"));
+  s.norm = layers::parse_norm(cfg.get_string("model.norm"));
+  s.prenorm = cfg.get_string("model.norm_placement") == "pre";
+  s.activation = layers::parse_activation(cfg.get_string("model.activation"));
+  s.bias = cfg.get_bool("model.bias");
+  s.share_embeddings = cfg.get_bool("model.share_embeddings");
+  s.tie_output = cfg.get_bool("model.tie_embeddings");
+  s.pad_id = pad_id;
+  s.attention = cfg.get_string("model.attention");
+  return s;
+}
+
+void store_tokenizers(CheckpointData& out, const TokenizerPair& t) {
+  if (t.joint()) {
+    out.tokenizer_kind = t.src->kind();
+    out.tokenizer_blob = t.src->serialize();
+    return;
+  }
+  const std::vector<uint8_t> a = t.src->serialize(), b = t.tgt->serialize();
+  out.tokenizer_kind = "pair:" + t.src->kind();
+  out.tokenizer_blob.clear();
+  const uint64_t n = a.size();
+  for (int i = 0; i < 8; ++i) out.tokenizer_blob.push_back(static_cast<uint8_t>(n >> (8 * i)));
+  out.tokenizer_blob.insert(out.tokenizer_blob.end(), a.begin(), a.end());
+  out.tokenizer_blob.insert(out.tokenizer_blob.end(), b.begin(), b.end());
+}
+
+TokenizerPair load_tokenizers(const CheckpointData& in, const std::string& origin) {
+  TokenizerPair t;
+  if (in.tokenizer_kind.rfind("pair:", 0) != 0) {
+    t.src = t.tgt = std::shared_ptr<data::Tokenizer>(data::load_tokenizer(in.tokenizer_kind, in.tokenizer_blob));
+    return t;
+  }
+  const std::string kind = in.tokenizer_kind.substr(5);
+  const auto& blob = in.tokenizer_blob;
+  TFM_CHECK(blob.size() >= 8, origin, ": the tokenizer pair is truncated");
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(blob[i]) << (8 * i);
+  TFM_CHECK(n <= blob.size() - 8, origin, ": the tokenizer pair is damaged (source length ", n, " of ", blob.size(),
+            " bytes)");
+  t.src = data::load_tokenizer(kind, std::vector<uint8_t>(blob.begin() + 8, blob.begin() + 8 + static_cast<std::ptrdiff_t>(n)));
+  t.tgt = data::load_tokenizer(kind, std::vector<uint8_t>(blob.begin() + 8 + static_cast<std::ptrdiff_t>(n), blob.end()));
+  return t;
+}
+
 void load_parameters(const layers::Module& model, const std::vector<std::pair<std::string, core::Tensor>>& params,
                      const std::string& origin) {
   std::map<std::string, core::Tensor> file(params.begin(), params.end());

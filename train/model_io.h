@@ -7,13 +7,30 @@
 #include <utility>
 #include <vector>
 
+#include "data/tokenizer.h"
 #include "layers/gpt.h"
+#include "layers/seq2seq.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 
 namespace tfm::train {
 
 // The GPT described by the config's model.* keys, for a vocabulary size.
 layers::GPTConfig gpt_config(const Config& cfg, int64_t vocab_size);
+
+// The Seq2Seq described by the config's model.* keys.
+layers::Seq2SeqConfig seq2seq_config(const Config& cfg, int64_t src_vocab, int64_t tgt_vocab, int32_t pad_id);
+
+// A translation model's tokenizers: one shared, or one per side. In a
+// checkpoint a shared tokenizer is stored as itself; a pair as kind
+// "pair:<kind>" whose bytes are [u64 little-endian length of the source
+// tokenizer][source bytes][target bytes].
+struct TokenizerPair {
+  std::shared_ptr<data::Tokenizer> src, tgt;
+  bool joint() const { return src == tgt; }
+};
+void store_tokenizers(CheckpointData& out, const TokenizerPair& t);
+TokenizerPair load_tokenizers(const CheckpointData& in, const std::string& origin);
 
 // Copies checkpoint parameters into the model. Every mismatch (a parameter
 // missing from the file, one the model does not have, a shape that differs)

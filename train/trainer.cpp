@@ -20,14 +20,12 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/parallel.h"
-#include "data/lm_data.h"
-#include "data/text.h"
-#include "data/tokenizer.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/model_io.h"
+#include "train/task.h"
 
 #ifndef TFM_VERSION
 #define TFM_VERSION "0.0.0"
@@ -98,12 +96,10 @@ struct Run {
   Config cfg;
   fs::path out_dir;
   std::shared_ptr<spdlog::logger> log;
-  std::unique_ptr<data::CharTokenizer> tokenizer;
-  std::unique_ptr<data::LMStream> train_data, valid_data;
-  std::unique_ptr<layers::GPT> model;
+  std::unique_ptr<Task> task;
   std::unique_ptr<optim::Optimizer> opt;
   optim::Schedule schedule;
-  core::Generator data_gen;
+  std::string best_metric;  // "val_loss" (lower is better) or "val_bleu" (higher)
   int64_t step = 0;
   int64_t tokens_seen = 0;
   double best_val = std::numeric_limits<double>::infinity();
@@ -143,37 +139,21 @@ void append_metrics(Run& r, const nlohmann::json& j) {
   out << line;
 }
 
-double evaluate(Run& r) {
-  core::NoGradGuard no_grad;
-  r.model->eval();
-  const int64_t steps = r.cfg.get_int("train.eval_steps"), batch = r.cfg.get_int("train.batch_size");
-  double total = 0;
-  for (int64_t k = 0; k < steps; ++k) {
-    const data::LMBatch b = r.valid_data->fixed(k, batch);
-    total += r.model->loss(b.inputs, b.targets).item();
-  }
-  r.model->train();
-  return total / static_cast<double>(steps);
-}
-
 CheckpointData snapshot(const Run& r) {
   CheckpointData d;
   d.meta["tfm_version"] = TFM_VERSION;
   d.meta["created"] = now_iso();
   d.meta["model_family"] = r.cfg.get_string("model.family");
   d.meta["optimizer"] = r.opt->name();
-  d.meta["best_val_loss"] = std::isfinite(r.best_val) ? std::to_string(r.best_val) : "";
+  d.meta["best_metric"] = r.best_metric;
+  d.meta["best_value"] = std::isfinite(r.best_val) ? fmt::format("{:.17g}", r.best_val) : "";
   d.ints["step"] = r.step;
   d.ints["tokens_seen"] = r.tokens_seen;
   d.ints["optimizer_steps"] = r.opt->steps();
-  d.ints["epoch_position"] = r.train_data->epoch_position();
   d.config_yaml = r.cfg.to_yaml();
-  d.params = r.model->named_parameters();
+  d.params = r.task->model().named_parameters();
   d.optimizer_state = r.opt->state();
-  d.rng["data"] = {r.data_gen.seed(), r.data_gen.offset()};
-  d.rng["dropout"] = {r.model->dropout_generator()->seed(), r.model->dropout_generator()->offset()};
-  d.tokenizer_kind = r.tokenizer->kind();
-  d.tokenizer_blob = r.tokenizer->serialize();
+  r.task->save_state(d);
   d.metrics_jsonl = r.metrics;
   return d;
 }
@@ -247,64 +227,31 @@ int run_train(const TrainArgs& args) {
     r.cfg = Config::load(args.config_path, args.overrides);
   }
   r.cfg.validate();
-  TFM_CHECK(r.cfg.get_string("model.family") == "gpt",
-            "model.family = seq2seq: training translation models is not implemented yet (allowed here: gpt)");
-  TFM_CHECK(r.cfg.get_string("data.tokenizer") == "char",
-            "data.tokenizer = sentencepiece is not implemented yet (allowed here: char)");
   r.schedule = make_schedule(r.cfg);
+  r.out_dir = r.cfg.get_string("train.out_dir");
+  TFM_CHECK(!args.resume.empty() || !fs::exists(r.out_dir / "last.h5"), "train.out_dir: ", r.out_dir.string(),
+            " already holds a run (last.h5). Continue it with `tfm train --resume ", r.out_dir.string(),
+            "`, or choose another train.out_dir (--set train.out_dir=...), or remove it");
   if (r.cfg.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(r.cfg.get_int("train.threads")));
+  r.best_metric = r.cfg.get_string("train.best_metric");
 
-  // ---- data
-  const std::string data_path = r.cfg.get_string("data.path");
-  const std::string text = data::read_file(data_path);
-  const std::vector<char32_t> cps = data::decode_utf8(text, data_path);
-  TFM_CHECK(!cps.empty(), data_path, ": empty corpus");
-  const auto split = static_cast<std::size_t>(static_cast<double>(cps.size()) * (1.0 - r.cfg.get_float("data.valid_fraction")));
-  const std::vector<char32_t> train_cps(cps.begin(), cps.begin() + static_cast<std::ptrdiff_t>(split));
-  const std::vector<char32_t> valid_cps(cps.begin() + static_cast<std::ptrdiff_t>(split), cps.end());
+  // ---- task (data, tokenizers, model), optimizer, state
+  r.task = make_task(r.cfg, args.resume.empty() ? nullptr : &resumed, resume_path);
+  r.opt = make_optimizer(r.cfg, r.task->model());
   if (!args.resume.empty()) {
-    auto tok = data::load_tokenizer(resumed.tokenizer_kind, resumed.tokenizer_blob);
-    r.tokenizer.reset(dynamic_cast<data::CharTokenizer*>(tok.release()));
-    TFM_CHECK(r.tokenizer != nullptr, resume_path, ": the checkpoint tokenizer is not a char tokenizer");
-  } else {
-    r.tokenizer = std::make_unique<data::CharTokenizer>(data::CharTokenizer::train(data::encode_utf8(train_cps), data_path));
-  }
-  const int64_t block = r.cfg.get_int("model.block_size");
-  const auto sampling = r.cfg.get_string("data.sampling") == "epoch" ? data::Sampling::epoch : data::Sampling::random;
-  r.train_data = std::make_unique<data::LMStream>(r.tokenizer->encode(train_cps), block, sampling);
-  r.valid_data = std::make_unique<data::LMStream>(r.tokenizer->encode(valid_cps), block, data::Sampling::random);
-
-  // ---- model, optimizer, state
-  const uint64_t seed = static_cast<uint64_t>(r.cfg.get_int("train.seed"));
-  r.model = std::make_unique<layers::GPT>(gpt_config(r.cfg, r.tokenizer->vocab_size()), seed);
-  r.opt = make_optimizer(r.cfg, *r.model);
-  r.data_gen = core::Generator(seed + 1);
-  if (!args.resume.empty()) {
-    auto need_int = [&](const char* k) {
-      auto it = resumed.ints.find(k);
-      TFM_CHECK(it != resumed.ints.end(), resume_path, ": checkpoint has no '", k, "' attribute (not a training checkpoint?)");
-      return it->second;
-    };
-    auto need_rng = [&](const char* k) {
-      auto it = resumed.rng.find(k);
-      TFM_CHECK(it != resumed.rng.end(), resume_path, ": checkpoint has no /rng/", k, " state");
-      return it->second;
-    };
-    load_parameters(*r.model, resumed.params, resume_path);
+    r.task->load_state(resumed, resume_path);
     TFM_CHECK(resumed.meta["optimizer"] == r.opt->name(), resume_path, ": optimizer state is for '",
               resumed.meta["optimizer"], "', the config asks for optim.name = ", r.opt->name());
-    r.opt->load_state(resumed.optimizer_state, need_int("optimizer_steps"));
-    r.step = need_int("step");
-    r.tokens_seen = need_int("tokens_seen");
-    r.train_data->set_epoch_position(need_int("epoch_position"));
-    r.data_gen.set_state(need_rng("data").first, need_rng("data").second);
-    r.model->dropout_generator()->set_state(need_rng("dropout").first, need_rng("dropout").second);
-    if (!resumed.meta["best_val_loss"].empty()) r.best_val = std::stod(resumed.meta["best_val_loss"]);
+    r.opt->load_state(resumed.optimizer_state, checkpoint_int(resumed, "optimizer_steps", resume_path));
+    r.step = checkpoint_int(resumed, "step", resume_path);
+    r.tokens_seen = checkpoint_int(resumed, "tokens_seen", resume_path);
+    if (resumed.meta["best_metric"] == r.best_metric && !resumed.meta["best_value"].empty())
+      r.best_val = std::stod(resumed.meta["best_value"]);
     r.metrics = resumed.metrics_jsonl;
   }
+  if (r.best_metric == "val_bleu") r.best_val = std::isfinite(r.best_val) ? r.best_val : -1.0;
 
   // ---- run directory
-  r.out_dir = r.cfg.get_string("train.out_dir");
   std::error_code ec;
   fs::create_directories(r.out_dir, ec);
   TFM_CHECK(!ec && fs::is_directory(r.out_dir), "train.out_dir: cannot create ", r.out_dir.string(), " (",
@@ -314,16 +261,14 @@ int run_train(const TrainArgs& args) {
   r.log = make_logger(r.out_dir, args.quiet);
   r.tty = !args.quiet && isatty(STDERR_FILENO);
 
-  const int64_t max_steps = r.cfg.get_int("train.max_steps"), batch = r.cfg.get_int("train.batch_size");
+  const int64_t max_steps = r.cfg.get_int("train.max_steps");
   const int64_t accum = r.cfg.get_int("train.grad_accum"), log_every = r.cfg.get_int("train.log_every");
   const int64_t eval_every = r.cfg.get_int("train.eval_every"), ckpt_every = r.cfg.get_int("train.checkpoint_every");
   const float clip = static_cast<float>(r.cfg.get_float("train.grad_clip"));
   const bool skip_nonfinite = r.cfg.get_bool("train.skip_nonfinite");
   r.log->info("tfm {} | {} | resolved config:\n{}", TFM_VERSION, args.resume.empty() ? "new run" : "resuming " + resume_path,
               r.cfg.to_yaml());
-  r.log->info("data: {} ({} train / {} valid characters, vocabulary {}), model: {} parameters, threads: {}", data_path,
-              train_cps.size(), valid_cps.size(), r.tokenizer->vocab_size(), r.model->num_parameters(),
-              core::num_threads());
+  r.log->info("{}, threads: {}", r.task->describe(), core::num_threads());
   if (r.step >= max_steps) {
     r.log->info("nothing to do: step {} already reached train.max_steps = {}", r.step, max_steps);
     return 0;
@@ -343,17 +288,18 @@ int run_train(const TrainArgs& args) {
     double loss_sum = 0;
     bool finite = true;
     for (int64_t m = 0; m < accum; ++m) {
-      const data::LMBatch b = r.train_data->next(batch, r.data_gen);
-      core::Tensor loss = r.model->loss(b.inputs, b.targets);
+      int64_t tokens = 0;
+      core::Tensor loss = r.task->next_loss(tokens);
       const float lv = loss.item();
       finite = finite && std::isfinite(lv);
       loss_sum += lv;
       (accum > 1 ? core::mul(loss, 1.0f / static_cast<float>(accum)) : loss).backward();
-      r.tokens_seen += batch * block;
-      window_tokens += batch * block;
+      r.tokens_seen += tokens;
+      window_tokens += tokens;
     }
     const float loss_value = static_cast<float>(loss_sum / static_cast<double>(accum));
-    const float gnorm = clip > 0 ? optim::clip_grad_norm(r.model->parameters(), clip) : optim::grad_norm(r.model->parameters());
+    const float gnorm = clip > 0 ? optim::clip_grad_norm(r.task->model().parameters(), clip)
+                                 : optim::grad_norm(r.task->model().parameters());
     finite = finite && std::isfinite(gnorm);
     r.step = step;
     if (!finite) {
@@ -388,18 +334,22 @@ int run_train(const TrainArgs& args) {
       row["elapsed_s"] = elapsed;
       row["peak_mem_bytes"] = core::memory_stats().peak_bytes;
       bool is_best = false;
+      std::string eval_text;
       if (do_eval) {
-        const double val = evaluate(r);
-        row["val_loss"] = val;
-        is_best = val < r.best_val;
-        if (is_best) r.best_val = val;
+        for (const auto& [name, value] : r.task->evaluate()) {
+          row[name] = value;
+          eval_text += fmt::format(" | {} {:.4f}", name == "val_loss" ? "val" : name, value);
+        }
+        TFM_CHECK(row.contains(r.best_metric), "the task did not report ", r.best_metric);
+        const double v = row[r.best_metric].get<double>();
+        is_best = r.best_metric == "val_bleu" ? v > r.best_val : v < r.best_val;
+        if (is_best) r.best_val = v;
       }
       append_metrics(r, row);
       const double step_time = wsec / static_cast<double>(window_steps);
       if (r.tty) std::fprintf(stderr, "\r\033[K");
       r.log->info("step {:>6}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | peak mem {:.1f} MB | ETA {}",
-                  step, max_steps, row["train_loss"].get<double>(),
-                  do_eval ? fmt::format(" | val {:.4f}", row["val_loss"].get<double>()) : "", lr, gnorm, tps,
+                  step, max_steps, row["train_loss"].get<double>(), eval_text, lr, gnorm, tps,
                   static_cast<double>(core::memory_stats().peak_bytes) / 1e6,
                   fmt_duration(step_time * static_cast<double>(max_steps - step)));
       window_start = std::chrono::steady_clock::now();
@@ -425,7 +375,7 @@ int run_train(const TrainArgs& args) {
     }
   }
   if (r.tty) std::fprintf(stderr, "\r\033[K");
-  r.log->info("done: {} steps, best validation loss {:.4f}, checkpoint {}", r.step, r.best_val, r.last_checkpoint);
+  r.log->info("done: {} steps, best {} {:.4f}, checkpoint {}", r.step, r.best_metric, r.best_val, r.last_checkpoint);
   return 0;
 }
 

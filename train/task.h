@@ -1,0 +1,53 @@
+// What the trainer trains: a Task owns the model, its data and tokenizers,
+// and knows how to compute a training loss, evaluate, and put its own state
+// (tokenizer, data position, generators) into a checkpoint. The trainer
+// (trainer.cpp) owns everything generic: optimizer, schedule, loop,
+// logging, checkpoint files.
+//   language model (model.family = gpt):        lm_task.cpp
+//   translation    (model.family = seq2seq):    translation_task.cpp
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "layers/module.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+
+namespace tfm::train {
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual const layers::Module& model() const = 0;
+  // The mean loss of the next training micro-batch (graph attached);
+  // `tokens` receives the number of target tokens it covers.
+  virtual core::Tensor next_loss(int64_t& tokens) = 0;
+  // Validation metrics, e.g. {"val_loss": 1.62} or {"val_loss": ..., "val_bleu": ...}.
+  virtual std::map<std::string, double> evaluate() = 0;
+  // Task state into / out of a checkpoint: tokenizer(s), data position,
+  // data and dropout generators.
+  virtual void save_state(CheckpointData& out) const = 0;
+  virtual void load_state(const CheckpointData& in, const std::string& origin) = 0;
+  // One line for the log: data sizes, vocabulary, parameters.
+  virtual std::string describe() const = 0;
+};
+
+// Builds the task for cfg (model.family). With `resumed`, tokenizers come
+// from the checkpoint instead of being trained. Throws tfm::Error on bad data.
+std::unique_ptr<Task> make_task(const Config& cfg, const CheckpointData* resumed, const std::string& origin);
+
+std::unique_ptr<Task> make_lm_task(const Config& cfg, const CheckpointData* resumed, const std::string& origin);
+std::unique_ptr<Task> make_translation_task(const Config& cfg, const CheckpointData* resumed,
+                                            const std::string& origin);
+
+// Generator state helpers for checkpoints.
+void save_generator(CheckpointData& out, const std::string& name, const core::Generator& g);
+void load_generator(const CheckpointData& in, const std::string& name, core::Generator& g, const std::string& origin);
+int64_t checkpoint_int(const CheckpointData& in, const std::string& key, const std::string& origin);
+
+}  // namespace tfm::train

@@ -1,0 +1,194 @@
+// The translation task: a Seq2Seq on TSV sentence pairs, SentencePiece
+// tokenizers (joint or per side) trained on the training pairs, token-budget
+// batches, validation loss per target token and, optionally, BLEU of greedy
+// translations of the validation sentences.
+#include <algorithm>
+#include <sstream>
+
+#include "core/autograd.h"
+#include "core/error.h"
+#include "data/bleu.h"
+#include "data/tokenizer.h"
+#include "data/translation.h"
+#include "layers/decode.h"
+#include "layers/seq2seq.h"
+#include "train/model_io.h"
+#include "train/task.h"
+
+namespace tfm::train {
+
+namespace {
+
+// Encodes pairs, dropping those that do not fit model.block_size (the
+// decoder also needs room for BOS/EOS).
+std::vector<data::TranslationExample> encode_pairs(const std::vector<data::SentencePair>& pairs,
+                                                   const TokenizerPair& tok, int64_t max_len, int64_t& dropped) {
+  std::vector<data::TranslationExample> out;
+  out.reserve(pairs.size());
+  dropped = 0;
+  for (const auto& p : pairs) {
+    data::TranslationExample e{tok.src->encode(p.src), tok.tgt->encode(p.tgt)};
+    if (e.src.empty() || e.tgt.empty() || static_cast<int64_t>(e.src.size()) > max_len ||
+        static_cast<int64_t>(e.tgt.size()) + 1 > max_len) {
+      ++dropped;
+      continue;
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+class TranslationTask final : public Task {
+ public:
+  TranslationTask(const Config& cfg, const CheckpointData* resumed, const std::string& origin)
+      : batch_tokens_(cfg.get_int("train.batch_tokens")),
+        label_smoothing_(static_cast<float>(cfg.get_float("train.label_smoothing"))),
+        eval_bleu_(cfg.get_bool("train.eval_bleu")),
+        bleu_sentences_(cfg.get_int("train.eval_bleu_sentences")) {
+    path_ = cfg.get_string("data.path");
+    std::vector<data::SentencePair> train = data::read_tsv(path_);
+    if (!cfg.get_string("data.valid_path").empty()) {
+      valid_pairs_ = data::read_tsv(cfg.get_string("data.valid_path"));
+    } else {
+      const auto n_valid = static_cast<std::size_t>(static_cast<double>(train.size()) * cfg.get_float("data.valid_fraction"));
+      TFM_CHECK(n_valid > 0 && n_valid < train.size(), path_, ": too few pairs (", train.size(),
+                ") to hold out data.valid_fraction for validation; give data.valid_path");
+      valid_pairs_.assign(train.end() - static_cast<std::ptrdiff_t>(n_valid), train.end());
+      train.resize(train.size() - n_valid);
+    }
+    // Tokenizers: from the checkpoint, or trained on the training pairs.
+    if (resumed) {
+      tok_ = load_tokenizers(*resumed, origin);
+    } else {
+      const int64_t vocab = cfg.get_int("data.vocab_size");
+      const std::string kind = cfg.get_string("data.sp_model");
+      std::vector<std::string> src, tgt;
+      for (const auto& p : train) src.push_back(p.src), tgt.push_back(p.tgt);
+      if (cfg.get_bool("data.joint_vocab")) {
+        std::vector<std::string> both = src;
+        both.insert(both.end(), tgt.begin(), tgt.end());
+        tok_.src = tok_.tgt = std::make_shared<data::SentencePieceTokenizer>(
+            data::SentencePieceTokenizer::train(both, vocab, kind, path_));
+      } else {
+        tok_.src = std::make_shared<data::SentencePieceTokenizer>(data::SentencePieceTokenizer::train(src, vocab, kind, path_ + " (source side)"));
+        tok_.tgt = std::make_shared<data::SentencePieceTokenizer>(data::SentencePieceTokenizer::train(tgt, vocab, kind, path_ + " (target side)"));
+      }
+    }
+    TFM_CHECK(!cfg.get_bool("model.share_embeddings") || tok_.joint(),
+              "model.share_embeddings needs data.joint_vocab = true (one vocabulary for both sides)");
+    ids_.pad = tok_.tgt->pad_id();
+    ids_.bos = tok_.tgt->bos_id();
+    ids_.eos = tok_.tgt->eos_id();
+    TFM_CHECK(ids_.pad >= 0 && ids_.bos >= 0 && ids_.eos >= 0 && tok_.src->pad_id() == ids_.pad,
+              origin.empty() ? path_ : origin, ": the tokenizer has no pad/bos/eos ids");
+    const int64_t max_len = cfg.get_int("model.block_size");
+    train_examples_ = encode_pairs(train, tok_, max_len, dropped_train_);
+    TFM_CHECK(!train_examples_.empty(), path_, ": no training pair fits model.block_size = ", max_len);
+    int64_t dropped_valid = 0;
+    valid_examples_ = encode_pairs(valid_pairs_, tok_, max_len, dropped_valid);
+    TFM_CHECK(!valid_examples_.empty(), "no validation pair fits model.block_size = ", max_len);
+    // Keep validation references aligned with the examples that fit.
+    if (dropped_valid > 0) {
+      std::vector<data::SentencePair> kept;
+      for (const auto& p : valid_pairs_) {
+        const auto s = tok_.src->encode(p.src), t = tok_.tgt->encode(p.tgt);
+        if (!s.empty() && !t.empty() && static_cast<int64_t>(s.size()) <= max_len &&
+            static_cast<int64_t>(t.size()) + 1 <= max_len)
+          kept.push_back(p);
+      }
+      valid_pairs_ = std::move(kept);
+    }
+    const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
+    batcher_ = std::make_unique<data::TranslationBatcher>(train_examples_, batch_tokens_, ids_, seed + 1);
+    valid_batches_ = data::TranslationBatcher(valid_examples_, batch_tokens_, ids_, seed).fixed_batches(batch_tokens_);
+    model_ = std::make_unique<layers::Seq2Seq>(
+        seq2seq_config(cfg, tok_.src->vocab_size(), tok_.tgt->vocab_size(), ids_.pad), seed);
+  }
+
+  const layers::Module& model() const override { return *model_; }
+
+  core::Tensor next_loss(int64_t& tokens) override {
+    const data::TranslationBatch b = batcher_->next();
+    tokens = b.tgt_tokens;
+    return model_->loss(b.src, b.tgt_in, b.tgt_out, label_smoothing_);
+  }
+
+  std::map<std::string, double> evaluate() override {
+    core::NoGradGuard no_grad;
+    model_->eval();
+    double total = 0, tokens = 0;
+    for (const auto& b : valid_batches_) {
+      total += model_->loss(b.src, b.tgt_in, b.tgt_out, 0.0f).item() * static_cast<double>(b.tgt_tokens);
+      tokens += static_cast<double>(b.tgt_tokens);
+    }
+    std::map<std::string, double> out{{"val_loss", total / tokens}};
+    if (eval_bleu_) out["val_bleu"] = bleu(std::min<int64_t>(bleu_sentences_, static_cast<int64_t>(valid_pairs_.size())));
+    model_->train();
+    return out;
+  }
+
+  void save_state(CheckpointData& out) const override {
+    store_tokenizers(out, tok_);
+    out.ints["batch_position"] = batcher_->position();
+    save_generator(out, "dropout", *model_->dropout_generator());
+  }
+
+  void load_state(const CheckpointData& in, const std::string& origin) override {
+    load_parameters(*model_, in.params, origin);
+    batcher_->set_position(checkpoint_int(in, "batch_position", origin));
+    load_generator(in, "dropout", *model_->dropout_generator(), origin);
+  }
+
+  std::string describe() const override {
+    std::ostringstream os;
+    os << "data: " << path_ << " (" << train_examples_.size() << " training pairs";
+    if (dropped_train_) os << ", " << dropped_train_ << " longer than model.block_size dropped";
+    os << ", " << valid_examples_.size() << " validation pairs), vocabulary " << tok_.src->vocab_size();
+    if (!tok_.joint()) os << " / " << tok_.tgt->vocab_size();
+    os << (tok_.joint() ? " (joint)" : " (source / target)") << ", model: seq2seq, " << model_->num_parameters()
+       << " parameters";
+    return os.str();
+  }
+
+ private:
+  // Corpus BLEU of greedy translations of the first n validation sentences.
+  double bleu(int64_t n) const {
+    layers::DecodeOptions opt;
+    opt.beam = 1;
+    opt.bos = ids_.bos;
+    opt.eos = ids_.eos;
+    std::vector<std::string> hyps, refs;
+    constexpr int64_t kBatch = 64;
+    for (int64_t start = 0; start < n; start += kBatch) {
+      std::vector<int64_t> idx;
+      for (int64_t i = start; i < std::min(n, start + kBatch); ++i) idx.push_back(i);
+      const data::TranslationBatch b = data::make_batch(valid_examples_, idx, ids_);
+      for (const auto& ids : layers::translate(*model_, b.src, opt)) hyps.push_back(tok_.tgt->decode(ids));
+      for (int64_t i : idx) refs.push_back(valid_pairs_[static_cast<std::size_t>(i)].tgt);
+    }
+    return data::corpus_bleu(hyps, refs).score;
+  }
+
+  int64_t batch_tokens_;
+  float label_smoothing_;
+  bool eval_bleu_;
+  int64_t bleu_sentences_;
+  std::string path_;
+  TokenizerPair tok_;
+  data::SpecialIds ids_;
+  std::vector<data::SentencePair> valid_pairs_;
+  std::vector<data::TranslationExample> train_examples_, valid_examples_;
+  int64_t dropped_train_ = 0;
+  std::unique_ptr<data::TranslationBatcher> batcher_;
+  std::vector<data::TranslationBatch> valid_batches_;
+  std::unique_ptr<layers::Seq2Seq> model_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_translation_task(const Config& cfg, const CheckpointData* resumed,
+                                            const std::string& origin) {
+  return std::make_unique<TranslationTask>(cfg, resumed, origin);
+}
+
+}  // namespace tfm::train
