@@ -13,6 +13,8 @@
 
 #include "core/error.h"
 #include "train/checkpoint.h"
+#include "core/rng.h"
+#include "train/evaluate.h"
 #include "train/generate.h"
 #include "train/trainer.h"
 
@@ -194,4 +196,67 @@ TEST_CASE("SIGINT finishes the step, writes a checkpoint and returns 0", "[train
   const CheckpointData ck = load_checkpoint((dir.path / "run" / "last.h5").string());
   CHECK(ck.ints.at("step") >= 3);
   CHECK(ck.ints.at("step") < 100000);
+}
+
+TEST_CASE("a tiny translation model trains from a config and translates from its checkpoint", "[trainer][translation]") {
+  TempDir dir("seq2seq");
+  // A toy corpus: English number words -> Spanish number words.
+  const std::vector<std::pair<std::string, std::string>> words = {
+      {"one", "uno"}, {"two", "dos"}, {"three", "tres"}, {"four", "cuatro"}, {"five", "cinco"},
+      {"six", "seis"}, {"seven", "siete"}, {"eight", "ocho"}, {"nine", "nueve"}, {"ten", "diez"}};
+  tfm::core::Generator g(5);
+  auto write_tsv = [&](const fs::path& p, int n) {
+    std::ofstream out(p);
+    for (int i = 0; i < n; ++i) {
+      std::string en, es;
+      const int len = 1 + static_cast<int>(g.next_u64() % 4);
+      for (int k = 0; k < len; ++k) {
+        const auto& w = words[g.next_u64() % words.size()];
+        en += (k ? " " : "") + w.first;
+        es += (k ? " " : "") + w.second;
+      }
+      out << en << "\t" << es << "\n";
+    }
+  };
+  write_tsv(dir.path / "train.tsv", 400);
+  write_tsv(dir.path / "valid.tsv", 20);
+  const fs::path cfg = dir.path / "t.yaml";
+  std::ofstream(cfg) << "model:\n  family: seq2seq\n  enc_layers: 1\n  dec_layers: 1\n  n_heads: 2\n  d_model: 32\n"
+                     << "  d_ff: 64\n  block_size: 32\n  positions: sinusoidal\n  dropout: 0.0\n"
+                     << "data:\n  path: " << (dir.path / "train.tsv").string() << "\n  valid_path: "
+                     << (dir.path / "valid.tsv").string() << "\n  tokenizer: sentencepiece\n  vocab_size: 40\n"
+                     << "optim:\n  name: adam\n  lr: 0.003\n"
+                     << "schedule:\n  kind: inverse_sqrt\n  warmup_steps: 10\n"
+                     << "train:\n  max_steps: 60\n  batch_tokens: 256\n  log_every: 1\n  eval_every: 30\n"
+                     << "  eval_bleu: true\n  eval_bleu_sentences: 20\n  best_metric: val_bleu\n"
+                     << "  label_smoothing: 0.1\n  threads: 2\n  out_dir: " << (dir.path / "run").string() << "\n";
+  TrainArgs a;
+  a.config_path = cfg.string();
+  a.quiet = true;
+  REQUIRE(run_train(a) == 0);
+  const auto rows = read_metrics(dir.path / "run");
+  REQUIRE(rows.size() == 60);
+  CHECK(rows.back()["train_loss"].get<double>() < rows.front()["train_loss"].get<double>() - 1.0);
+  CHECK(rows.back().contains("val_bleu"));
+  CHECK(fs::exists(dir.path / "run" / "best.h5"));
+  const CheckpointData ck = load_checkpoint((dir.path / "run" / "last.h5").string());
+  CHECK(ck.tokenizer_kind == "sentencepiece");
+  std::istringstream in("three four\none\n\nten two five\n");
+  std::ostringstream out;
+  TranslateArgs t;
+  t.checkpoint = (dir.path / "run").string();
+  t.beam = 3;
+  run_translate(t, in, out);
+  std::vector<std::string> lines;
+  std::istringstream res(out.str());
+  for (std::string l; std::getline(res, l);) lines.push_back(l);
+  REQUIRE(lines.size() == 4);  // one output line per input line, empty stays empty
+  CHECK(lines[2].empty());
+  CHECK_FALSE(lines[0].empty());
+  std::ostringstream ev;
+  EvalArgs e;
+  e.checkpoint = t.checkpoint;
+  e.beam = 1;
+  run_eval(e, ev);
+  CHECK_THAT(ev.str(), Contains("BLEU = ") && Contains("perplexity"));
 }
