@@ -29,6 +29,24 @@ struct BlockOptions {
   std::shared_ptr<const RotaryEmbedding> rope;  // self-attention only
 };
 
+// BlockOptions from a model config (GPTConfig, Seq2SeqConfig): both carry
+// the same width, norm, activation, dropout, bias and backend fields.
+template <class ModelConfig>
+BlockOptions block_options(const ModelConfig& c, std::shared_ptr<const RotaryEmbedding> rope) {
+  BlockOptions b;
+  b.d_model = c.d_model;
+  b.n_heads = c.n_heads;
+  b.d_ff = c.d_ff;
+  b.dropout = c.dropout;
+  b.activation = c.activation;
+  b.norm = c.norm;
+  b.prenorm = c.prenorm;
+  b.bias = c.bias;
+  b.attention = c.attention;
+  b.rope = std::move(rope);
+  return b;
+}
+
 class TransformerBlock : public Module {
  public:
   TransformerBlock(const BlockOptions& opt, bool cross_attention, std::shared_ptr<core::Generator> gen);

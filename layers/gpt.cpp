@@ -33,18 +33,8 @@ GPT::GPT(const GPTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared
   if (cfg_.positions == PositionKind::rope)
     rope_ = std::make_shared<RotaryEmbedding>(cfg_.d_model / cfg_.n_heads, cfg_.block_size, cfg_.rope_base);
   drop_ = register_module("dropout", std::make_shared<Dropout>(cfg_.dropout, gen_));
-  BlockOptions b;
-  b.d_model = cfg_.d_model;
-  b.n_heads = cfg_.n_heads;
-  b.d_ff = cfg_.d_ff;
-  b.dropout = cfg_.dropout;
-  b.activation = cfg_.activation;
-  b.norm = cfg_.norm;
-  b.prenorm = cfg_.prenorm;
-  b.bias = cfg_.bias;
+  BlockOptions b = block_options(cfg_, rope_);
   b.fused_qkv = cfg_.fused_qkv;
-  b.attention = cfg_.attention;
-  b.rope = rope_;
   blocks = register_module("decoder", std::make_shared<TransformerStack>(b, cfg_.n_layers, false, gen_));
   if (!cfg_.tie_embeddings)
     lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.d_model, cfg_.vocab_size, false));

@@ -42,17 +42,7 @@ Seq2Seq::Seq2Seq(const Seq2SeqConfig& cfg, uint64_t seed)
   if (cfg_.positions == PositionKind::rope)
     rope_ = std::make_shared<RotaryEmbedding>(D / cfg_.n_heads, cfg_.max_len, cfg_.rope_base);
   drop_ = register_module("dropout", std::make_shared<Dropout>(cfg_.dropout, gen_));
-  BlockOptions b;
-  b.d_model = D;
-  b.n_heads = cfg_.n_heads;
-  b.d_ff = cfg_.d_ff;
-  b.dropout = cfg_.dropout;
-  b.activation = cfg_.activation;
-  b.norm = cfg_.norm;
-  b.prenorm = cfg_.prenorm;
-  b.bias = cfg_.bias;
-  b.attention = cfg_.attention;
-  b.rope = rope_;
+  const BlockOptions b = block_options(cfg_, rope_);
   encoder = register_module("encoder", std::make_shared<TransformerStack>(b, cfg_.enc_layers, false, gen_));
   decoder = register_module("decoder", std::make_shared<TransformerStack>(b, cfg_.dec_layers, true, gen_));
   if (!cfg_.tie_output) out_proj = register_module("out_proj", std::make_shared<Linear>(D, cfg_.tgt_vocab, false));

@@ -8,48 +8,47 @@
 
 namespace tfm::train {
 
+namespace {
+// The model.* keys both model families share.
+template <class ModelConfig>
+void read_shared_keys(const Config& cfg, ModelConfig& m) {
+  m.n_heads = cfg.get_int("model.n_heads");
+  m.d_model = cfg.get_int("model.d_model");
+  m.d_ff = cfg.get_int("model.d_ff");
+  m.dropout = static_cast<float>(cfg.get_float("model.dropout"));
+  m.positions = layers::parse_positions(cfg.get_string("model.positions"));
+  m.rope_base = static_cast<float>(cfg.get_float("model.rope_base"));
+  m.norm = layers::parse_norm(cfg.get_string("model.norm"));
+  m.prenorm = cfg.get_string("model.norm_placement") == "pre";
+  m.activation = layers::parse_activation(cfg.get_string("model.activation"));
+  m.bias = cfg.get_bool("model.bias");
+  m.attention = cfg.get_string("model.attention");
+}
+}  // namespace
+
 layers::GPTConfig gpt_config(const Config& cfg, int64_t vocab_size) {
   layers::GPTConfig g;
   g.vocab_size = vocab_size;
+  read_shared_keys(cfg, g);
   g.block_size = cfg.get_int("model.block_size");
   g.n_layers = cfg.get_int("model.n_layers");
-  g.n_heads = cfg.get_int("model.n_heads");
-  g.d_model = cfg.get_int("model.d_model");
-  g.d_ff = cfg.get_int("model.d_ff");
-  g.dropout = static_cast<float>(cfg.get_float("model.dropout"));
-  g.positions = layers::parse_positions(cfg.get_string("model.positions"));
-  g.rope_base = static_cast<float>(cfg.get_float("model.rope_base"));
-  g.norm = layers::parse_norm(cfg.get_string("model.norm"));
-  g.prenorm = cfg.get_string("model.norm_placement") == "pre";
-  g.activation = layers::parse_activation(cfg.get_string("model.activation"));
-  g.bias = cfg.get_bool("model.bias");
   g.tie_embeddings = cfg.get_bool("model.tie_embeddings");
   g.fused_qkv = cfg.get_bool("model.fused_qkv");
-  g.attention = cfg.get_string("model.attention");
   return g;
 }
 
 layers::Seq2SeqConfig seq2seq_config(const Config& cfg, int64_t src_vocab, int64_t tgt_vocab, int32_t pad_id) {
   layers::Seq2SeqConfig s;
+  read_shared_keys(cfg, s);
+  if (s.d_ff == 0) s.d_ff = 4 * s.d_model;  // Seq2SeqConfig has no "0 means 4·d_model" rule of its own
   s.src_vocab = src_vocab;
   s.tgt_vocab = tgt_vocab;
-  s.d_model = cfg.get_int("model.d_model");
-  s.n_heads = cfg.get_int("model.n_heads");
   s.enc_layers = cfg.get_int("model.enc_layers");
   s.dec_layers = cfg.get_int("model.dec_layers");
-  s.d_ff = cfg.get_int("model.d_ff") ? cfg.get_int("model.d_ff") : 4 * s.d_model;
   s.max_len = cfg.get_int("model.block_size");
-  s.dropout = static_cast<float>(cfg.get_float("model.dropout"));
-  s.positions = layers::parse_positions(cfg.get_string("model.positions"));
-  s.rope_base = static_cast<float>(cfg.get_float("model.rope_base"));
-  s.norm = layers::parse_norm(cfg.get_string("model.norm"));
-  s.prenorm = cfg.get_string("model.norm_placement") == "pre";
-  s.activation = layers::parse_activation(cfg.get_string("model.activation"));
-  s.bias = cfg.get_bool("model.bias");
   s.share_embeddings = cfg.get_bool("model.share_embeddings");
   s.tie_output = cfg.get_bool("model.tie_embeddings");
   s.pad_id = pad_id;
-  s.attention = cfg.get_string("model.attention");
   return s;
 }
 
