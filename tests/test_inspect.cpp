@@ -22,6 +22,7 @@
 #include "core/tensor.h"
 #include "data/tokenizer.h"
 #include "layers/gpt.h"
+#include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/inspect.h"
@@ -38,19 +39,7 @@ namespace {
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("tfm_test_inspect_" + name + "_" + std::to_string(getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using tfm::test::TempDir;
 
 const char* kTinyConfig =
     "model:\n  n_layers: 1\n  n_heads: 2\n  d_model: 8\n  block_size: 8\n"

@@ -17,6 +17,7 @@
 #include "data/tokenizer.h"
 #include "layers/attention.h"
 #include "layers/seq2seq.h"
+#include "temp_dir.h"
 #include "train/attention_maps.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -34,19 +35,7 @@ namespace {
 
 const std::string kFixture = std::string(TFM_TEST_DATA_DIR) + "/fixtures/genesis1.txt";
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("tfm_test_plot_" + name + "_" + std::to_string(getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using tfm::test::TempDir;
 
 InspectArgs inspect_args(const std::string& checkpoint) {
   InspectArgs a;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "core/rng.h"
 #include "train/evaluate.h"
@@ -26,15 +27,7 @@ namespace {
 
 const std::string kFixture = std::string(TFM_TEST_DATA_DIR) + "/fixtures/genesis1.txt";
 
-// A fresh directory under the system temp dir, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / ("tfm_test_" + name + "_" + std::to_string(getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using tfm::test::TempDir;
 
 fs::path write_config(const fs::path& dir, const std::string& extra = "") {
   const fs::path cfg = dir / "run.yaml";
