@@ -185,7 +185,8 @@ def eval_tfm_checkpoint(path, model, data_path, valid_fraction, evaluate):
                 assert p.shape == params[n].shape, f"{n}: {tuple(p.shape)} vs {tuple(params[n].shape)}"
                 p.copy_(params[n])
         meta = dict(f.attrs)
-    print(f"checkpoint {path}: step {int(meta['step'])}, tfm best_val_loss {meta['best_val_loss'].decode()}")
+    best = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in meta.items() if k.startswith("best")}
+    print(f"checkpoint {path}: step {int(meta['step'])}, tfm {best}")
     print(f"PyTorch validation loss with these weights: {evaluate():.6f}")
     return 0
 
