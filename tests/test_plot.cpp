@@ -43,10 +43,7 @@ InspectArgs inspect_args(const std::string& checkpoint) {
   return a;
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using tfm::test::read_file;
 
 // Minimal well-formedness: an SVG root with the SVG namespace, every tag
 // closed in order, angle brackets balanced.
