@@ -7,6 +7,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "ops.h"
+#include "vmath.h"
 
 namespace tfm::core {
 
@@ -132,7 +133,7 @@ Tensor neg(const Tensor& x) {
   return unary_op("neg", x, [](float v) { return -v; }, [](float, float) { return -1.0f; });
 }
 Tensor exp(const Tensor& x) {
-  return unary_op("exp", x, [](float v) { return std::exp(v); }, [](float, float y) { return y; });
+  return unary_op("exp", x, [](float v) { return vmath::vexp(v); }, [](float, float y) { return y; });
 }
 Tensor log(const Tensor& x) {
   return unary_op("log", x, [](float v) { return std::log(v); }, [](float v, float) { return 1.0f / v; });
@@ -153,10 +154,10 @@ Tensor abs(const Tensor& x) {
                   [](float v, float) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); });
 }
 Tensor tanh(const Tensor& x) {
-  return unary_op("tanh", x, [](float v) { return std::tanh(v); }, [](float, float y) { return 1.0f - y * y; });
+  return unary_op("tanh", x, [](float v) { return vmath::vtanh(v); }, [](float, float y) { return 1.0f - y * y; });
 }
 Tensor sigmoid(const Tensor& x) {
-  return unary_op("sigmoid", x, [](float v) { return 1.0f / (1.0f + std::exp(-v)); },
+  return unary_op("sigmoid", x, [](float v) { return 1.0f / (1.0f + vmath::vexp(-v)); },
                   [](float, float y) { return y * (1.0f - y); });
 }
 Tensor relu(const Tensor& x) {
@@ -164,29 +165,28 @@ Tensor relu(const Tensor& x) {
                   [](float v, float) { return v > 0.0f ? 1.0f : 0.0f; });
 }
 Tensor silu(const Tensor& x) {
-  return unary_op("silu", x, [](float v) { return v / (1.0f + std::exp(-v)); },
+  return unary_op("silu", x, [](float v) { return v / (1.0f + vmath::vexp(-v)); },
                   [](float v, float) {
-                    const float s = 1.0f / (1.0f + std::exp(-v));
+                    const float s = 1.0f / (1.0f + vmath::vexp(-v));
                     return s * (1.0f + v * (1.0f - s));
                   });
 }
 
 Tensor gelu(const Tensor& x, GeluApprox approx) {
-  constexpr float kInvSqrt2 = 0.70710678118654752f;
-  constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+    constexpr float kInvSqrt2Pi = 0.39894228040143268f;
   constexpr float kSqrt2OverPi = 0.79788456080286536f;
   constexpr float kCoef = 0.044715f;
   if (approx == GeluApprox::erf) {
-    return unary_op("gelu_erf", x, [](float v) { return 0.5f * v * (1.0f + std::erf(v * kInvSqrt2)); },
+    // x·Φ(x), Φ the normal CDF (= (1 + erf(x/√2))/2, kept precise in the tail).
+    return unary_op("gelu_erf", x, [](float v) { return v * vmath::vnormal_cdf(v); },
                     [](float v, float) {
-                      const float cdf = 0.5f * (1.0f + std::erf(v * kInvSqrt2));
-                      return cdf + v * kInvSqrt2Pi * std::exp(-0.5f * v * v);
+                      return vmath::vnormal_cdf(v) + v * kInvSqrt2Pi * vmath::vexp(-0.5f * v * v);
                     });
   }
   return unary_op("gelu_tanh", x,
-                  [](float v) { return 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + kCoef * v * v * v))); },
+                  [](float v) { return 0.5f * v * (1.0f + vmath::vtanh(kSqrt2OverPi * (v + kCoef * v * v * v))); },
                   [](float v, float) {
-                    const float t = std::tanh(kSqrt2OverPi * (v + kCoef * v * v * v));
+                    const float t = vmath::vtanh(kSqrt2OverPi * (v + kCoef * v * v * v));
                     const float dinner = kSqrt2OverPi * (1.0f + 3.0f * kCoef * v * v);
                     return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dinner;
                   });

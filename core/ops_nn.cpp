@@ -12,6 +12,7 @@
 #include "error.h"
 #include "ops.h"
 #include "parallel.h"
+#include "vmath.h"
 
 namespace tfm::core {
 
@@ -44,6 +45,15 @@ struct ThreadPartials {
   }
 };
 
+// Largest element of a row (-inf for an empty or fully -inf row; NaN-free
+// rows assumed: a NaN makes the result unspecified, and the sums after it NaN).
+inline float row_max(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+  return m;
+}
+
 void check_f32(const Tensor& t, const char* op, const char* what) {
   TFM_CHECK(t.defined(), op, ": ", what, " is undefined");
   TFM_CHECK(t.dtype() == DType::f32, op, ": ", what, " must be f32, got ", dtype_name(t.dtype()), " of shape ",
@@ -60,8 +70,7 @@ Tensor softmax_last(const Tensor& x_in, bool log_space) {
   for_rows(rows, cols, [&](int64_t r) {
     const float* xr = xp + r * cols;
     float* yr = yp + r * cols;
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < cols; ++j) m = std::max(m, xr[j]);
+    const float m = row_max(xr, cols);
     if (m == -std::numeric_limits<float>::infinity()) {
       // A fully masked row: softmax gives zeros (no NaN), log_softmax -inf.
       const float fill = log_space ? -std::numeric_limits<float>::infinity() : 0.0f;
@@ -69,8 +78,9 @@ Tensor softmax_last(const Tensor& x_in, bool log_space) {
       return;
     }
     double s = 0;
+#pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < cols; ++j) {
-      yr[j] = std::exp(xr[j] - m);
+      yr[j] = vmath::vexp(xr[j] - m);
       s += yr[j];
     }
     if (log_space) {
@@ -106,6 +116,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
       for_rows(rows, cols, [&](int64_t r) {
         const float *yr = yp + r * cols, *gr = gp + r * cols;
         double dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int64_t j = 0; j < cols; ++j) dot += gr[j] * yr[j];
         for (int64_t j = 0; j < cols; ++j) dp[r * cols + j] = yr[j] * (gr[j] - static_cast<float>(dot));
       });
@@ -131,8 +142,10 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
       for_rows(rows, cols, [&](int64_t r) {
         const float *yr = yp + r * cols, *gr = gp + r * cols;
         double s = 0;
+#pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < cols; ++j) s += gr[j];
-        for (int64_t j = 0; j < cols; ++j) dp[r * cols + j] = gr[j] - std::exp(yr[j]) * static_cast<float>(s);
+        const float sf = static_cast<float>(s);
+        for (int64_t j = 0; j < cols; ++j) dp[r * cols + j] = gr[j] - vmath::vexp(yr[j]) * sf;
       });
       return std::vector<Tensor>{dx};
     });
@@ -320,11 +333,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   const float eps = label_smoothing;
   for_rows(n, c, [&](int64_t r) {
     const float* xr = xp + r * c;
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < c; ++j) m = std::max(m, xr[j]);
+    const float m = row_max(xr, c);
     double s = 0, sum_x = 0;
+#pragma omp simd reduction(+ : s, sum_x)
     for (int64_t j = 0; j < c; ++j) {
-      s += std::exp(xr[j] - m);
+      s += vmath::vexp(xr[j] - m);
       sum_x += xr[j];
     }
     const double l = m + std::log(s);
@@ -350,8 +363,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
           return;
         }
         const float* xr = xp + r * c;
-        const float smooth = eps / static_cast<float>(c);
-        for (int64_t j = 0; j < c; ++j) dr[j] = scale * (std::exp(xr[j] - lp[r]) - smooth);
+        const float smooth = eps / static_cast<float>(c), l = lp[r];
+        for (int64_t j = 0; j < c; ++j) dr[j] = scale * (vmath::vexp(xr[j] - l) - smooth);
         dr[tp[r]] -= scale * (1.0f - eps);
       });
       return std::vector<Tensor>{dx};
@@ -372,14 +385,19 @@ Tensor apply_dropout_mask(const Tensor& x_in, float p, uint64_t seed, uint64_t f
   float* yp = y.data<float>();
   const int64_t n = x.numel();
   const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  const int64_t blocks = (n + 3) / 4;
-#pragma omp parallel for schedule(static) if (should_parallelize(n))
-  for (int64_t b = 0; b < blocks; ++b) {
-    const auto bits = philox4x32(seed, first + static_cast<uint64_t>(b));
-    for (int64_t k = 0; k < 4 && b * 4 + k < n; ++k) {
-      const int64_t i = b * 4 + k;
-      yp[i] = bits_to_unit_float(bits[k]) >= p ? xp[i] * scale : 0.0f;
-    }
+  // Element i keeps its value when the uniform from word i % 4 of counter
+  // first + i / 4 is >= p. Tiles of kTile elements: random words into a
+  // local buffer, then one vectorised select.
+  constexpr int64_t kTile = 1024;
+  const int64_t tiles = (n + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static) if (should_parallelize(n) && tiles > 1)
+  for (int64_t t = 0; t < tiles; ++t) {
+    alignas(64) uint32_t bits[kTile];
+    const int64_t begin = t * kTile, len = std::min(kTile, n - begin);
+    philox4x32_fill(seed, first + static_cast<uint64_t>(begin / 4), (len + 3) / 4, bits);
+    const float* xt = xp + begin;
+    float* yt = yp + begin;
+    for (int64_t i = 0; i < len; ++i) yt[i] = bits_to_unit_float(bits[i]) >= p ? xt[i] * scale : 0.0f;
   }
   return y;
 }

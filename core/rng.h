@@ -15,6 +15,10 @@ namespace tfm::core {
 // Four 32-bit random words for a (key, counter) pair.
 std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter);
 
+// The words of `blocks` consecutive counters: out[4·i + k] is word k of
+// philox4x32(key, first + i). Vectorised; the bulk form for kernels.
+void philox4x32_fill(uint64_t key, uint64_t first, int64_t blocks, uint32_t* out);
+
 // Uniform float in [0, 1) from 32 random bits (24-bit mantissa precision).
 inline float bits_to_unit_float(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
 
