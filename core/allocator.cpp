@@ -1,15 +1,19 @@
 #include "allocator.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
+#include <map>
 #include <mutex>
 #include <new>
-#include <unordered_map>
 #include <vector>
 
 namespace tfm::core {
 namespace {
 
 constexpr std::size_t kAlignment = 64;
+// The cache may always hold this much, however small the live set.
+constexpr int64_t kMinCacheLimit = int64_t{256} << 20;
 
 // Rounds up so that only the three bits below the leading one may be set
 // (classes 8, 9, ..., 15, 16, 18, 20, ... times a power of two): at most
@@ -22,15 +26,32 @@ std::size_t size_class(std::size_t bytes) {
   return (rounded + kAlignment - 1) / kAlignment * kAlignment;
 }
 
+// Each block carries its size class in a header just before the pointer
+// handed out, so a block can serve a smaller request and still go back to
+// its own list.
+constexpr std::size_t kHeader = kAlignment;
+
+std::size_t& header_of(void* p) { return *reinterpret_cast<std::size_t*>(static_cast<char*>(p) - kHeader); }
+
 struct Cache {
   std::mutex mu;
-  std::unordered_map<std::size_t, std::vector<void*>> free_lists;
+  std::map<std::size_t, std::vector<void*>> free_lists;  // by block size; no empty lists
   MemoryStats stats;
+  int64_t max_live = 0;  // largest current_bytes ever (not reset by reset_peak_memory)
 };
 
 Cache& cache() {
   static Cache* c = new Cache();  // leaked on purpose: outlives static tensors
   return *c;
+}
+
+void free_block(Cache& c, std::map<std::size_t, std::vector<void*>>::iterator it) {
+  void* p = it->second.back();
+  it->second.pop_back();
+  c.stats.reserved_bytes -= static_cast<int64_t>(it->first);
+  c.stats.cached_bytes -= static_cast<int64_t>(it->first);
+  if (it->second.empty()) c.free_lists.erase(it);
+  std::free(static_cast<char*>(p) - kHeader);
 }
 
 }  // namespace
@@ -41,29 +62,42 @@ void* allocate(std::size_t bytes) {
   std::lock_guard<std::mutex> lock(c.mu);
   c.stats.allocations++;
   c.stats.current_bytes += static_cast<int64_t>(bytes);
-  if (c.stats.current_bytes > c.stats.peak_bytes) c.stats.peak_bytes = c.stats.current_bytes;
-  auto it = c.free_lists.find(cls);
-  if (it != c.free_lists.end() && !it->second.empty()) {
+  c.stats.peak_bytes = std::max(c.stats.peak_bytes, c.stats.current_bytes);
+  c.max_live = std::max(c.max_live, c.stats.current_bytes);
+  // Best fit: the smallest cached block that holds the request and is less
+  // than twice its size (a larger one stays for a larger request).
+  auto it = c.free_lists.lower_bound(cls);
+  if (it != c.free_lists.end() && it->first < 2 * cls) {
     void* p = it->second.back();
     it->second.pop_back();
-    c.stats.cached_bytes -= static_cast<int64_t>(cls);
+    c.stats.cached_bytes -= static_cast<int64_t>(it->first);
+    if (it->second.empty()) c.free_lists.erase(it);
     c.stats.cache_hits++;
     return p;
   }
-  void* p = std::aligned_alloc(kAlignment, cls);
-  if (!p) {
+  // A miss. Keep the cache from growing without bound when shapes vary
+  // (translation batches): before taking more from the OS, give back the
+  // largest cached blocks while the total would pass twice the largest
+  // live set seen so far.
+  const int64_t limit = c.stats.reserved_limit = std::max<int64_t>(2 * c.max_live, kMinCacheLimit);
+  while (!c.free_lists.empty() && c.stats.reserved_bytes + static_cast<int64_t>(cls) > limit)
+    free_block(c, std::prev(c.free_lists.end()));
+  void* raw = std::aligned_alloc(kAlignment, cls + kHeader);
+  if (!raw) {
     c.stats.current_bytes -= static_cast<int64_t>(bytes);
     throw std::bad_alloc();
   }
+  void* p = static_cast<char*>(raw) + kHeader;
+  header_of(p) = cls;
   c.stats.reserved_bytes += static_cast<int64_t>(cls);
   return p;
 }
 
 void release(void* ptr, std::size_t bytes) {
   if (!ptr) return;
-  const std::size_t cls = size_class(bytes);
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
+  const std::size_t cls = header_of(ptr);
   c.stats.current_bytes -= static_cast<int64_t>(bytes);
   c.stats.cached_bytes += static_cast<int64_t>(cls);
   c.free_lists[cls].push_back(ptr);
@@ -72,6 +106,7 @@ void release(void* ptr, std::size_t bytes) {
 MemoryStats memory_stats() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
+  c.stats.reserved_limit = std::max<int64_t>(2 * c.max_live, kMinCacheLimit);
   return c.stats;
 }
 
@@ -84,12 +119,7 @@ void reset_peak_memory() {
 void empty_cache() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  for (auto& [cls, list] : c.free_lists) {
-    for (void* p : list) std::free(p);
-    c.stats.reserved_bytes -= static_cast<int64_t>(cls * list.size());
-    c.stats.cached_bytes -= static_cast<int64_t>(cls * list.size());
-  }
-  c.free_lists.clear();
+  while (!c.free_lists.empty()) free_block(c, c.free_lists.begin());
 }
 
 }  // namespace tfm::core

@@ -4,7 +4,11 @@
 // instead of being returned to the OS: on these machines a page fault costs
 // about 10 µs per 4 KiB, more than the arithmetic of a small training step.
 // Sizes are rounded to classes (at most 1/8 waste) so that blocks of
-// slightly different sizes share a list. Every block is 64-byte aligned.
+// slightly different sizes share a list, and a request takes the smallest
+// cached block that fits if it is less than twice its size. The cache is
+// bounded: when a miss would take the reserved total past twice the largest
+// live set seen (or 256 MiB), the largest cached blocks go back to the OS
+// first. Every block is 64-byte aligned.
 //
 // Thread safety: allocate/release take a mutex; they may be called from any
 // thread, but tensors are normally created on the main thread only.
@@ -22,6 +26,7 @@ struct MemoryStats {
   int64_t reserved_bytes = 0; // all bytes obtained from the OS and not yet released
   int64_t allocations = 0;    // number of allocate() calls
   int64_t cache_hits = 0;     // allocate() calls served from a free list
+  int64_t reserved_limit = 0; // a miss frees cached blocks rather than pass this (plus the new block)
 };
 
 // Returns a 64-byte-aligned block of at least `bytes` bytes (bytes may be 0).

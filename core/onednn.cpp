@@ -3,6 +3,7 @@
 #include <dnnl.hpp>
 
 #include <array>
+#include <list>
 #include <mutex>
 #include <unordered_map>
 
@@ -32,13 +33,21 @@ struct Entry {
   dnnl::matmul prim;
   dnnl::memory src, wei, bias, dst;
   std::unordered_map<int, dnnl::memory> args;
+  std::list<Key>::iterator lru;  // position in Backend::order
 };
+
+// Least-recently-used cache of at most kCapacity primitives. A fixed-shape
+// model (GPT training) uses a few dozen; variable batch shapes (translation)
+// would otherwise keep one JIT-compiled primitive per shape ever seen, which
+// grew a process by gigabytes over a training run.
+constexpr std::size_t kCapacity = 1024;
 
 struct Backend {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   std::mutex mu;
   std::unordered_map<Key, Entry, KeyHash> cache;
+  std::list<Key> order;  // most recently used first
   CacheStats stats;
 };
 
@@ -63,6 +72,7 @@ Entry make_entry(Backend& be, const MatDesc& src, const MatDesc& wei, bool has_b
           dnnl::memory(wei_md, be.engine, DNNL_MEMORY_NONE),
           has_bias ? dnnl::memory(bias_md, be.engine, DNNL_MEMORY_NONE) : dnnl::memory(),
           dnnl::memory(dst_md, be.engine, DNNL_MEMORY_NONE),
+          {},
           {}};
   e.args = {{DNNL_ARG_SRC, e.src}, {DNNL_ARG_WEIGHTS, e.wei}, {DNNL_ARG_DST, e.dst}};
   if (has_bias) e.args[DNNL_ARG_BIAS] = e.bias;
@@ -86,9 +96,17 @@ void matmul(const MatDesc& src, const float* src_data, const MatDesc& wei, const
       detail::throw_error("matmul: oneDNN rejected [", src.batch, ", ", m, ", ", src.cols, "] x [", wei.batch,
                           ", ", wei.rows, ", ", n, "]: ", err.what());
     }
+    be.order.push_front(key);
+    it->second.lru = be.order.begin();
+    if (be.cache.size() > kCapacity) {
+      be.cache.erase(be.order.back());
+      be.order.pop_back();
+      be.stats.evictions++;
+    }
     be.stats.size = static_cast<int64_t>(be.cache.size());
   } else {
     be.stats.hits++;
+    be.order.splice(be.order.begin(), be.order, it->second.lru);
   }
   Entry& e = it->second;
   e.src.set_data_handle(const_cast<float*>(src_data));
@@ -105,10 +123,13 @@ CacheStats matmul_cache_stats() {
   return be.stats;
 }
 
+int64_t matmul_cache_capacity() { return static_cast<int64_t>(kCapacity); }
+
 void clear_matmul_cache() {
   Backend& be = backend();
   std::lock_guard<std::mutex> lock(be.mu);
   be.cache.clear();
+  be.order.clear();
   be.stats = CacheStats{};
 }
 

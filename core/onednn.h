@@ -3,7 +3,7 @@
 // Matrix products run as oneDNN matmul primitives. Creating a primitive
 // costs 40-600 µs, running a small one a few µs, so primitives are cached by
 // (shapes, strides, bias) together with their memory objects; a cache hit
-// only swaps data pointers. fpmath mode stays strict (no implicit bf16/tf32).
+// only swaps data pointers. The cache keeps the 1024 most recently used. fpmath mode stays strict (no implicit bf16/tf32).
 #pragma once
 
 #include <cstdint>
@@ -26,8 +26,11 @@ void matmul(const MatDesc& src, const float* src_data, const MatDesc& wei, const
 struct CacheStats {
   int64_t hits = 0;
   int64_t misses = 0;
+  int64_t evictions = 0;  // least recently used primitives dropped at capacity
   int64_t size = 0;
 };
+// Capacity of the primitive cache (entries).
+int64_t matmul_cache_capacity();
 CacheStats matmul_cache_stats();
 void clear_matmul_cache();
 

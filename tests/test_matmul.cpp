@@ -133,6 +133,27 @@ TEST_CASE("the primitive cache is hit on repeated shapes", "[matmul]") {
   CHECK(s3.size == 2);
 }
 
+TEST_CASE("the primitive cache is bounded and evicts the least recently used", "[matmul]") {
+  onednn::clear_matmul_cache();
+  const int64_t cap = onednn::matmul_cache_capacity();
+  Tensor b = random_tensor({4, 3}, 2);
+  Tensor keep = random_tensor({1, 4}, 3);
+  matmul(keep, b);  // the shape that stays in use
+  for (int64_t m = 2; m <= cap + 10; ++m) {
+    matmul(ones({m, 4}), b);
+    if (m % 64 == 0) matmul(keep, b);  // recently used: survives
+  }
+  auto s = onednn::matmul_cache_stats();
+  CHECK(s.size == cap);
+  CHECK(s.evictions == s.misses - cap);
+  const int64_t misses = s.misses;
+  matmul(keep, b);
+  CHECK(onednn::matmul_cache_stats().misses == misses);  // still cached
+  matmul(ones({2, 4}), b);                              // evicted long ago: created again
+  CHECK(onednn::matmul_cache_stats().misses == misses + 1);
+  onednn::clear_matmul_cache();
+}
+
 TEST_CASE("matmul and linear reject bad shapes with a useful message", "[matmul]") {
   REQUIRE_THROWS_WITH(matmul(ones({2, 3}), ones({4, 5})), Contains("matmul") && Contains("[2, 3]") && Contains("[4, 5]"));
   REQUIRE_THROWS_WITH(matmul(ones({3}), ones({3, 2})), Contains("at least 2 dims"));

@@ -37,6 +37,14 @@ namespace tfm::train {
 
 namespace {
 
+// Resident set size of this process (bytes) from /proc/self/statm; 0 if unreadable.
+int64_t resident_bytes() {
+  std::ifstream in("/proc/self/statm");
+  int64_t pages_total = 0, pages_resident = 0;
+  if (!(in >> pages_total >> pages_resident)) return 0;
+  return pages_resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+
 std::atomic<int> g_signal{0};
 extern "C" void on_signal(int sig) { g_signal.store(sig); }
 
@@ -332,7 +340,10 @@ int run_train(const TrainArgs& args) {
       row["grad_norm"] = gnorm;
       row["tokens_per_s"] = tps;
       row["elapsed_s"] = elapsed;
-      row["peak_mem_bytes"] = core::memory_stats().peak_bytes;
+      const core::MemoryStats mem = core::memory_stats();
+      row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak
+      row["reserved_mem_bytes"] = mem.reserved_bytes;  // tensors + allocator cache
+      row["rss_bytes"] = resident_bytes();             // the whole process
       bool is_best = false;
       std::string eval_text;
       if (do_eval) {
@@ -348,9 +359,11 @@ int run_train(const TrainArgs& args) {
       append_metrics(r, row);
       const double step_time = wsec / static_cast<double>(window_steps);
       if (r.tty) std::fprintf(stderr, "\r\033[K");
-      r.log->info("step {:>6}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | peak mem {:.1f} MB | ETA {}",
-                  step, max_steps, row["train_loss"].get<double>(), eval_text, lr, gnorm, tps,
-                  static_cast<double>(core::memory_stats().peak_bytes) / 1e6,
+      r.log->info(
+          "step {:>6}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | peak mem {:.1f} MB | rss {:.0f} MB "
+          "| ETA {}",
+          step, max_steps, row["train_loss"].get<double>(), eval_text, lr, gnorm, tps,
+          static_cast<double>(mem.peak_bytes) / 1e6, static_cast<double>(row["rss_bytes"].get<int64_t>()) / 1e6,
                   fmt_duration(step_time * static_cast<double>(max_steps - step)));
       window_start = std::chrono::steady_clock::now();
       window_tokens = window_steps = 0;
