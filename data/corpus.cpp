@@ -189,6 +189,43 @@ constexpr std::string_view kWebGlossary = "The following words used in the World
 
 }  // namespace
 
+std::string strip_footnotes(const std::string& raw) {
+  std::string out;
+  out.reserve(raw.size());
+  std::size_t i = 0;
+  while (i < raw.size()) {
+    if (raw[i] == '[') {
+      // "[]" or "[C:V text]" / "[C:V-W text]" on one line: a footnote.
+      std::size_t j = i + 1;
+      bool note = j < raw.size() && raw[j] == ']';
+      if (!note) {
+        std::size_t k = j;
+        while (k < raw.size() && is_digit(raw[k])) ++k;
+        if (k > j && k < raw.size() && raw[k] == ':') {
+          std::size_t m = ++k;
+          while (k < raw.size() && is_digit(raw[k])) ++k;
+          if (k > m && k < raw.size() && raw[k] == '-') {
+            ++k;
+            while (k < raw.size() && is_digit(raw[k])) ++k;
+          }
+          note = k > m && k < raw.size() && raw[k] == ' ';
+          j = k;
+        }
+      }
+      if (note) {
+        const std::size_t end = raw.find_first_of("]\n", j);
+        if (end != std::string::npos && raw[end] == ']') {
+          out += ' ';  // the word break the note stood in
+          i = end + 1;
+          continue;
+        }
+      }
+    }
+    out += raw[i++];
+  }
+  return out;
+}
+
 std::vector<Verse> parse_diatheke_plain(const std::string& raw, const std::string& origin) {
   (void)decode_utf8(raw, origin);  // validates; throws naming origin and line
 
@@ -358,10 +395,11 @@ namespace {
 struct Module {
   const char* name;
   const char* package;
+  bool footnotes;  // print footnotes (-o f) and strip them: WEB's plain text glues words where a note was
 };
-constexpr Module kKJV{"engKJV2006eb", "sword-text-kjv"};
-constexpr Module kWEB{"engWEB2015eb", "sword-text-web"};
-constexpr Module kRV{"spaRV1909eb", "sword-text-sparv"};
+constexpr Module kKJV{"engKJV2006eb", "sword-text-kjv", false};
+constexpr Module kWEB{"engWEB2015eb", "sword-text-web", true};
+constexpr Module kRV{"spaRV1909eb", "sword-text-sparv", false};
 constexpr const char* kPackages = "diatheke sword-text-kjv sword-text-web sword-text-sparv";
 constexpr std::size_t kMinVerses = 30000;  // the Protestant canon has 31,102
 
@@ -382,7 +420,8 @@ bool on_path(const std::string& exe) {
 
 std::string run_diatheke(const Module& m) {
   const std::string cmd =
-      std::string("diatheke -b ") + m.name + " -f plain -k 'Gen 1:1-Rev 22:21' 2>/dev/null";
+      std::string("diatheke -b ") + m.name + " -f plain" + (m.footnotes ? " -o f" : "") +
+      " -k 'Gen 1:1-Rev 22:21' 2>/dev/null";
   FILE* f = ::popen(cmd.c_str(), "r");
   if (f == nullptr) detail::throw_error("prepare_corpora: cannot run '", cmd, "' (", std::strerror(errno), ")");
   std::string out;
@@ -403,7 +442,7 @@ std::string run_diatheke(const Module& m) {
 }
 
 std::vector<Verse> load_module(const Module& m) {
-  const std::string raw = run_diatheke(m);
+  const std::string raw = m.footnotes ? strip_footnotes(run_diatheke(m)) : run_diatheke(m);
   std::vector<Verse> verses = parse_diatheke_plain(raw, std::string("diatheke -b ") + m.name);
   TFM_CHECK(verses.size() >= kMinVerses, "prepare_corpora: SWORD module ", m.name, " gave ", verses.size(),
             " verses (expected about 31,000); is the Debian package ", m.package,

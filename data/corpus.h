@@ -55,9 +55,15 @@
 // Repetition is NOT used to detect headings: the first print of a heading is
 // not yet repeated, while the indentation marks every print.
 //
+// Footnotes: WEB's plain rendering drops each footnote together with the
+// space around it, gluing ~400 word pairs ("Godcreated" in Genesis 1:1). So
+// WEB is printed with footnotes (`-o f`: "God [1:1 The Hebrew word ...]
+// created", "[]" for empty ones) and strip_footnotes() turns each note back
+// into a word break. KJV's plain text is intact without its notes, and
+// RV1909 has none.
+//
 // Known residue, left as is (it is in the modules' text, not in the layout):
-// WEB glues about 300 word pairs where its plain rendering drops a footnote
-// ("Godcreated" in Genesis 1:1); RV1909 keeps psalm titles inside verse 1
+// RV1909 keeps psalm titles inside verse 1
 // ("Salmo de David, ... ¡OH Jehová ...") where WEB prints them as headings;
 // WEB's Song of Solomon carries speaker labels ("Friends  We will be glad").
 #pragma once
@@ -86,6 +92,11 @@ struct Verse {
 // (text before the first verse, an unterminated tag, a bad chapter/verse
 // number, invalid UTF-8).
 std::vector<Verse> parse_diatheke_plain(const std::string& raw, const std::string& origin);
+
+// Replaces every footnote of `diatheke -o f` output by a space: "[]" and
+// "[C:V text]" / "[C:V-W text]" within one line. Other brackets (WEB's Greek
+// Esther has bracketed passages) stay.
+std::string strip_footnotes(const std::string& raw);
 
 // "Book C:V", the verse's alignment and split key.
 std::string verse_key(const Verse& v);

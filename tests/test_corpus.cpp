@@ -134,6 +134,30 @@ TEST_CASE("parse_diatheke_plain: WEB excerpt (poetry, headings, markup, glossary
                            "The following words", "World English Bible", "Abaddon", "engWEB2015eb", "title"});
 }
 
+TEST_CASE("strip_footnotes: WEB with -o f keeps the word breaks the plain output loses", "[corpus]") {
+  // Verbatim `diatheke -b engWEB2015eb -f plain -o f` output.
+  const std::string path = fixture("diatheke_web_notes_excerpt.txt");
+  const std::vector<Verse> web = parse_diatheke_plain(strip_footnotes(read_file(path)), path);
+  CHECK(keys_of(web) == std::vector<std::string>{"Genesis 1:1", "Genesis 1:2", "Genesis 2:4", "Exodus 20:1",
+                                                 "Psalms 46:1", "Psalms 46:2", "Sirach 11:14", "Esther (Greek) 1:1"});
+  // Plain output: "Godcreated", "YahwehGod", "Godspoke".
+  CHECK(find(web, "Genesis 1:1").text == "In the beginning, God created the heavens and the earth.");
+  CHECK(contains(find(web, "Genesis 2:4").text, "in the day that Yahweh God made the earth"));
+  CHECK(find(web, "Exodus 20:1").text == "God spoke all these words, saying,");
+  // Real brackets in the text stay; the notes after them go.
+  const std::string& esther = find(web, "Esther (Greek) 1:1").text;
+  CHECK(esther.rfind("[In the second year of the reign of Ahasuerus", 0) == 0);
+  CHECK(contains(esther, "two chamberlains.] And it came to pass after these things in the days of Ahasuerus"));
+  // Sirach 11:15-16 hold only a note: empty, dropped.
+  check_no_leftovers(web, {"[1", "[2", "[4", "[]", "Hebrew word", "Aleph", "Alamoth", "omitted", "Greek words"});
+
+  // Small cases: verse ranges, no note across a line break, other brackets.
+  CHECK(strip_footnotes("a [3:4-5 x y] b") == "a   b");
+  CHECK(strip_footnotes("a [] b") == "a   b");
+  CHECK(strip_footnotes("a [3:4 unterminated\nb]") == "a [3:4 unterminated\nb]");
+  CHECK(strip_footnotes("[x] [3:] [:4 y] [3:4x]") == "[x] [3:] [:4 y] [3:4x]");
+}
+
 TEST_CASE("parse_diatheke_plain: RV1909 excerpt (Strong's numbers)", "[corpus]") {
   const std::vector<Verse> rv = parse_fixture("diatheke_rv1909_excerpt.txt");
   const std::vector<std::string> expected_keys = {
