@@ -8,6 +8,8 @@
 #include <new>
 #include <vector>
 
+#include <sys/mman.h>
+
 namespace tfm::core {
 namespace {
 
@@ -45,13 +47,38 @@ Cache& cache() {
   return *c;
 }
 
+// Blocks from 1 MiB up are mapped directly, one page in front holding the
+// header: unmapping gives them back to the OS at once. Through malloc they
+// would raise glibc's dynamic mmap threshold and end up on its heap, where
+// freed memory stays resident (a long translation run grew by >1 GB so).
+constexpr std::size_t kMapMin = std::size_t{1} << 20;
+constexpr std::size_t kPage = 4096;
+
+void* os_alloc(std::size_t cls) {
+  if (cls >= kMapMin) {
+    void* base = ::mmap(nullptr, cls + kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return base == MAP_FAILED ? nullptr : static_cast<char*>(base) + kPage;
+  }
+  void* raw = std::aligned_alloc(kAlignment, cls + kHeader);
+  return raw ? static_cast<char*>(raw) + kHeader : nullptr;
+}
+
+void os_free(void* p, std::size_t cls) {
+  if (cls >= kMapMin) {
+    ::munmap(static_cast<char*>(p) - kPage, cls + kPage);
+  } else {
+    std::free(static_cast<char*>(p) - kHeader);
+  }
+}
+
 void free_block(Cache& c, std::map<std::size_t, std::vector<void*>>::iterator it) {
   void* p = it->second.back();
   it->second.pop_back();
   c.stats.reserved_bytes -= static_cast<int64_t>(it->first);
   c.stats.cached_bytes -= static_cast<int64_t>(it->first);
+  c.stats.released_blocks++;
+  os_free(p, it->first);
   if (it->second.empty()) c.free_lists.erase(it);
-  std::free(static_cast<char*>(p) - kHeader);
 }
 
 }  // namespace
@@ -82,12 +109,11 @@ void* allocate(std::size_t bytes) {
   const int64_t limit = c.stats.reserved_limit = std::max<int64_t>(2 * c.max_live, kMinCacheLimit);
   while (!c.free_lists.empty() && c.stats.reserved_bytes + static_cast<int64_t>(cls) > limit)
     free_block(c, std::prev(c.free_lists.end()));
-  void* raw = std::aligned_alloc(kAlignment, cls + kHeader);
-  if (!raw) {
+  void* p = os_alloc(cls);
+  if (!p) {
     c.stats.current_bytes -= static_cast<int64_t>(bytes);
     throw std::bad_alloc();
   }
-  void* p = static_cast<char*>(raw) + kHeader;
   header_of(p) = cls;
   c.stats.reserved_bytes += static_cast<int64_t>(cls);
   return p;
