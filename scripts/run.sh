@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the main job: train the default
-# character-level GPT on the KJV Bible (configs/char_gpt.yaml, about 10
+# character-level GPT on the KJV Bible (configs/char_gpt.yaml, about 8
 # minutes on 2 cores) and print a sample from it.
 #
 # The corpus is extracted from Debian's Bible packages into data/cache/ on
