@@ -110,6 +110,10 @@ void* allocate(std::size_t bytes) {
   while (!c.free_lists.empty() && c.stats.reserved_bytes + static_cast<int64_t>(cls) > limit)
     free_block(c, std::prev(c.free_lists.end()));
   void* p = os_alloc(cls);
+  if (!p && !c.free_lists.empty()) {  // out of memory: give back the whole cache and try once more
+    while (!c.free_lists.empty()) free_block(c, c.free_lists.begin());
+    p = os_alloc(cls);
+  }
   if (!p) {
     c.stats.current_bytes -= static_cast<int64_t>(bytes);
     throw std::bad_alloc();
