@@ -71,6 +71,9 @@ void os_free(void* p, std::size_t cls) {
   }
 }
 
+// Reserved memory a miss may not take the total past (see allocator.h).
+int64_t reserved_limit(const Cache& c) { return std::max<int64_t>(2 * c.max_live, kMinCacheLimit); }
+
 void free_block(Cache& c, std::map<std::size_t, std::vector<void*>>::iterator it) {
   void* p = it->second.back();
   it->second.pop_back();
@@ -106,7 +109,7 @@ void* allocate(std::size_t bytes) {
   // (translation batches): before taking more from the OS, give back the
   // largest cached blocks while the total would pass twice the largest
   // live set seen so far.
-  const int64_t limit = c.stats.reserved_limit = std::max<int64_t>(2 * c.max_live, kMinCacheLimit);
+  const int64_t limit = c.stats.reserved_limit = reserved_limit(c);
   while (!c.free_lists.empty() && c.stats.reserved_bytes + static_cast<int64_t>(cls) > limit)
     free_block(c, std::prev(c.free_lists.end()));
   void* p = os_alloc(cls);
@@ -136,7 +139,7 @@ void release(void* ptr, std::size_t bytes) {
 MemoryStats memory_stats() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  c.stats.reserved_limit = std::max<int64_t>(2 * c.max_live, kMinCacheLimit);
+  c.stats.reserved_limit = reserved_limit(c);
   return c.stats;
 }
 
