@@ -13,21 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "core/attention_mask.h"
 #include "core/rng.h"
 #include "layers/basic.h"
 #include "layers/positions.h"
 
 namespace tfm::layers {
 
-// Which (query, key) pairs may attend. Query i of this call sits at absolute
-// position q_offset + i; with `causal` it sees keys j <= q_offset + i.
-// key_padding: f32 [B, Tk], non-zero marks a padded key nobody attends to.
-// A query with no visible key gets a zero output.
-struct AttentionMask {
-  bool causal = false;
-  int64_t q_offset = 0;
-  Tensor key_padding;
-};
+using core::AttentionMask;
 
 class AttentionBackend {
  public:
