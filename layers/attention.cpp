@@ -17,10 +17,13 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 class NaiveAttention final : public AttentionBackend {
  public:
   const char* name() const override { return "naive"; }
-  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask, float scale,
-                float dropout_p, bool training, core::Generator& gen) const override {
-    Tensor p = attention_probabilities(q, k, mask, scale);  // [B, H, Tq, Tk]
-    if (training && dropout_p > 0.0f) p = core::dropout(p, dropout_p, true, gen);
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& a) const override {
+    Tensor p = attention_probabilities(q, k, a.mask, a.scale);  // [B, H, Tq, Tk]
+    if (a.probabilities) *a.probabilities = p;
+    if (a.training && a.dropout_p > 0.0f) {
+      TFM_CHECK(a.gen != nullptr, "naive attention: dropout needs a generator (AttentionArgs::gen)");
+      p = core::dropout(p, a.dropout_p, true, *a.gen);
+    }
     return core::matmul(p, v);
   }
 };
@@ -49,9 +52,14 @@ std::pair<Tensor, Tensor> cache_append(KVCache& c, const Tensor& k, const Tensor
 
 }  // namespace
 
-std::shared_ptr<AttentionBackend> make_attention_backend(const std::string& name) {
-  if (name == "naive") return std::make_shared<NaiveAttention>();
-  detail::throw_error("unknown attention backend '", name, "' (allowed: naive)");
+AttentionBackendInfo naive_attention_backend() {
+  AttentionBackendInfo info;
+  info.name = "naive";
+  info.help = "every score materialised ([B, H, Tq, Tk]); the reference";
+  info.supports.causal = info.supports.key_padding = info.supports.cross_attention = true;
+  info.supports.kv_cache = info.supports.dropout = true;
+  info.make = [](const AttentionBackendOptions&) { return std::make_shared<NaiveAttention>(); };
+  return info;
 }
 
 Tensor attention_bias(const AttentionMask& mask, int64_t tq, int64_t tk) {
@@ -88,21 +96,47 @@ MultiHeadAttention::MultiHeadAttention(const AttentionOptions& opt, std::shared_
       n_heads_(opt.n_heads),
       head_dim_(opt.n_heads > 0 ? opt.d_model / opt.n_heads : 0),
       dropout_(opt.dropout),
-      backend_(make_attention_backend(opt.backend)),
+      info_(attention_backend_info(opt.backend)),
+      backend_(make_attention_backend(opt.backend, opt.backend_options)),
       rope_(opt.rope),
       gen_(std::move(gen)) {
   TFM_CHECK(opt.n_heads > 0 && opt.d_model > 0 && opt.d_model % opt.n_heads == 0, "attention: d_model ",
             opt.d_model, " must be a positive multiple of n_heads ", opt.n_heads);
   TFM_CHECK(!rope_ || rope_->head_dim() == head_dim_, "attention: rotary head dim ", rope_ ? rope_->head_dim() : 0,
             " differs from ", head_dim_);
-  if (opt.fused_qkv) {
+  AttentionFeatures needed;
+  needed.cross_attention = opt.cross_attention;
+  check_attention_support(opt.backend, needed, "a cross-attention layer");
+  if (opt.dropout > 0.0f) {
+    needed = {};
+    needed.dropout = true;
+    check_attention_support(opt.backend, needed, "model.dropout > 0");
+  }
+  const bool shared_qk = info_->shared_qk;
+  if (opt.fused_qkv && shared_qk) {
+    qv_proj = register_module("qv_proj", std::make_shared<Linear>(d_model_, 2 * d_model_, opt.bias));
+  } else if (opt.fused_qkv) {
     qkv_proj = register_module("qkv_proj", std::make_shared<Linear>(d_model_, 3 * d_model_, opt.bias));
   } else {
     q_proj = register_module("q_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
-    k_proj = register_module("k_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
+    if (!shared_qk) k_proj = register_module("k_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
     v_proj = register_module("v_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
   }
   out_proj = register_module("out_proj", std::make_shared<Linear>(d_model_, d_model_, opt.bias));
+}
+
+void MultiHeadAttention::check_call(const AttentionMask& mask, bool self, bool cached) const {
+  AttentionFeatures used;
+  used.causal = mask.causal;
+  used.key_padding = mask.key_padding.defined();
+  used.cross_attention = !self;
+  used.kv_cache = self && cached;
+  used.dropout = training() && dropout_ > 0.0f;
+  const AttentionFeatures& has = info_->supports;
+  if ((used.causal && !has.causal) || (used.key_padding && !has.key_padding) ||
+      (used.cross_attention && !has.cross_attention) || (used.kv_cache && !has.kv_cache) ||
+      (used.dropout && !has.dropout))
+    check_attention_support(info_->name, used, "this attention call");
 }
 
 Tensor MultiHeadAttention::split_heads(const Tensor& x) const {
@@ -115,22 +149,30 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& kv_input, cons
             " is not [B, T, ", d_model_, "]");
   const bool self = !kv_input.defined();
   if (cache) TFM_CHECK(!core::grad_enabled(), "attention: the KV cache is for inference (use NoGradGuard)");
+  check_call(mask, self, cache != nullptr);
   Tensor q, k, v;
   if (self) {
     if (qkv_proj) {
       auto parts = core::split(qkv_proj->forward(x), d_model_, -1);
       q = parts[0], k = parts[1], v = parts[2];
+    } else if (qv_proj) {
+      auto parts = core::split(qv_proj->forward(x), d_model_, -1);
+      q = parts[0], v = parts[1];
     } else {
-      q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
+      q = q_proj->forward(x), v = v_proj->forward(x);
+      if (k_proj) k = k_proj->forward(x);
     }
-    q = split_heads(q), k = split_heads(k), v = split_heads(v);
-    if (rope_) {
-      q = rope_->apply(q, mask.q_offset);
-      k = rope_->apply(k, mask.q_offset);
+    q = split_heads(q), v = split_heads(v);
+    if (rope_) q = rope_->apply(q, mask.q_offset);
+    if (info_->shared_qk) {
+      k = q;
+    } else {
+      k = split_heads(k);
+      if (rope_) k = rope_->apply(k, mask.q_offset);
     }
     if (cache) std::tie(k, v) = cache_append(*cache, k, v);
   } else {
-    TFM_CHECK(!qkv_proj, "attention: a fused QKV projection cannot do cross-attention");
+    TFM_CHECK(!qkv_proj && !qv_proj, "attention: a fused QKV projection cannot do cross-attention");
     TFM_CHECK(kv_input.dim() == 3 && kv_input.size(2) == d_model_ && kv_input.size(0) == x.size(0),
               "attention: memory ", core::shape_str(kv_input.shape()), " does not match query ",
               core::shape_str(x.shape()));
@@ -144,12 +186,23 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& kv_input, cons
       }
     }
   }
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  AttentionArgs args;
+  args.mask = mask;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  args.dropout_p = dropout_;
+  args.training = training();
+  args.gen = gen_.get();
+  Tensor probabilities;
   if (probe) {
     TFM_CHECK(!core::grad_enabled(), "attention: the probe records only with grad mode off (use NoGradGuard)");
-    probe->push_back(attention_probabilities(q, k, mask, scale));
+    args.probabilities = &probabilities;
   }
-  Tensor o = backend_->attend(q, k, v, mask, scale, dropout_, training(), *gen_);  // [B, H, Tq, Dh]
+  Tensor o = backend_->attend(q, k, v, args);  // [B, H, Tq, Dh]
+  if (probe) {
+    TFM_CHECK(probabilities.defined(), "model.attention = ", info_->name,
+              " does not report its attention probabilities, so they cannot be inspected");
+    probe->push_back(probabilities);
+  }
   o = o.permute({0, 2, 1, 3}).reshape({x.size(0), x.size(1), d_model_});
   return out_proj->forward(o);
 }

@@ -15,12 +15,14 @@ TransformerBlock::TransformerBlock(const BlockOptions& opt, bool cross_attention
   a.fused_qkv = opt.fused_qkv;
   a.dropout = opt.dropout;
   a.backend = opt.attention;
+  a.backend_options = opt.attention_options;
   a.rope = opt.rope;
   self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(a, gen));
   attn_norm = register_module("attn_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
   if (cross_attention) {
     a.fused_qkv = false;
     a.rope = nullptr;
+    a.cross_attention = true;
     cross_attn = register_module("cross_attn", std::make_shared<MultiHeadAttention>(a, gen));
     cross_norm = register_module("cross_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
   }

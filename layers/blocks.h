@@ -26,6 +26,7 @@ struct BlockOptions {
   bool bias = true;
   bool fused_qkv = false;
   std::string attention = "naive";
+  AttentionBackendOptions attention_options;
   std::shared_ptr<const RotaryEmbedding> rope;  // self-attention only
 };
 
@@ -43,6 +44,7 @@ BlockOptions block_options(const ModelConfig& c, std::shared_ptr<const RotaryEmb
   b.prenorm = c.prenorm;
   b.bias = c.bias;
   b.attention = c.attention;
+  b.attention_options = c.attention_options;
   b.rope = std::move(rope);
   return b;
 }

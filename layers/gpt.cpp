@@ -21,6 +21,10 @@ void validate(const GPTConfig& c) {
             "gpt: rotary positions need an even head dim, got ", c.d_model / c.n_heads);
   TFM_CHECK(c.positions != PositionKind::sinusoidal || c.d_model % 2 == 0,
             "gpt: sinusoidal positions need an even d_model, got ", c.d_model);
+  AttentionFeatures needed;
+  needed.causal = true;
+  check_attention_support(c.attention, needed, "a GPT (causal self-attention)");
+  check_attention_options(c.attention, c.attention_options);
 }
 
 GPT::GPT(const GPTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared<core::Generator>(seed ^ 0x5eedULL)) {
@@ -78,14 +82,19 @@ std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int64_t n
   core::NoGradGuard no_grad;
   std::vector<int32_t> seq = prompt;
   std::vector<KVCache> caches = make_caches();
-  // Feed `tokens` and return the logits of the last position.
+  const bool cached = attention_backend_info(cfg_.attention)->supports.kv_cache;
+  std::size_t start = 0;  // the context is seq[start, end)
+  auto context = [&]() { return std::vector<int32_t>(seq.begin() + static_cast<std::ptrdiff_t>(start), seq.end()); };
+  // Feed `tokens` (after the cached ones, when cached) and return the logits of the last position.
   auto feed = [&](const std::vector<int32_t>& tokens) {
-    Tensor logits = forward(core::from_vector(tokens, {1, static_cast<int64_t>(tokens.size())}), &caches);
+    Tensor logits =
+        forward(core::from_vector(tokens, {1, static_cast<int64_t>(tokens.size())}), cached ? &caches : nullptr);
     return logits.slice(1, logits.size(1) - 1, logits.size(1)).contiguous();
   };
   auto prime = [&](std::size_t keep) {
+    start = seq.size() - std::min(keep, seq.size());
     for (auto& c : caches) c.clear();
-    return feed(std::vector<int32_t>(seq.end() - static_cast<std::ptrdiff_t>(std::min(keep, seq.size())), seq.end()));
+    return feed(context());
   };
   Tensor last = prime(static_cast<std::size_t>(cfg_.block_size));
   for (int64_t i = 0; i < n; ++i) {
@@ -93,10 +102,10 @@ std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int64_t n
     seq.push_back(next);
     if (on_token) on_token(next);
     if (i + 1 == n) break;
-    if (caches[0].len + 1 > cfg_.block_size) {
+    if (static_cast<int64_t>(seq.size() - start) > cfg_.block_size) {
       last = prime(static_cast<std::size_t>(std::max<int64_t>(1, cfg_.block_size / 2)));
     } else {
-      last = feed({next});
+      last = feed(cached ? std::vector<int32_t>{next} : context());
     }
   }
   return std::vector<int32_t>(seq.begin() + static_cast<std::ptrdiff_t>(prompt.size()), seq.end());

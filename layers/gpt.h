@@ -32,7 +32,8 @@ struct GPTConfig {
   bool bias = true;
   bool tie_embeddings = true;
   bool fused_qkv = true;
-  std::string attention = "naive";
+  std::string attention = "naive";  // a backend with causal masks (and dropout when dropout > 0)
+  AttentionBackendOptions attention_options;
 };
 
 class GPT : public Module {
@@ -49,7 +50,10 @@ class GPT : public Module {
 
   // Continues `prompt` by `n` tokens with the KV cache, calling on_token for
   // each new token as it is chosen. When the context would exceed
-  // block_size, the cache is rebuilt from the last block_size/2 tokens.
+  // block_size, the context restarts from the last block_size/2 tokens.
+  // A backend without a KV cache gets the documented fallback: every step
+  // re-runs the whole current context without a cache (same tokens as the
+  // cached path up to rounding, quadratic cost).
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int64_t n, const SamplingOptions& opt,
                                 core::Generator& gen, const std::function<void(int32_t)>& on_token = {}) const;
 

@@ -25,6 +25,10 @@ void validate(const Seq2SeqConfig& c) {
             "seq2seq: rotary positions need an even head dim, got ", c.d_model / c.n_heads);
   TFM_CHECK(c.positions != PositionKind::sinusoidal || c.d_model % 2 == 0,
             "seq2seq: sinusoidal positions need an even d_model, got ", c.d_model);
+  AttentionFeatures needed;
+  needed.causal = needed.key_padding = needed.cross_attention = true;
+  check_attention_support(c.attention, needed, "a seq2seq model (padded source, causal decoder, cross-attention)");
+  check_attention_options(c.attention, c.attention_options);
 }
 
 Seq2Seq::Seq2Seq(const Seq2SeqConfig& cfg, uint64_t seed)
@@ -89,6 +93,9 @@ Tensor Seq2Seq::loss(const Tensor& src, const Tensor& tgt_in, const Tensor& tgt_
 }
 
 Seq2Seq::DecodeState Seq2Seq::start_decoding(const Memory& mem) const {
+  AttentionFeatures needed;
+  needed.kv_cache = true;
+  check_attention_support(cfg_.attention, needed, "incremental decoding (translate, beam search, BLEU)");
   DecodeState s;
   s.mem = mem;
   s.self.resize(static_cast<std::size_t>(cfg_.dec_layers));

@@ -30,7 +30,8 @@ struct Seq2SeqConfig {
   bool share_embeddings = false;  // one table for source and target (needs equal vocabularies)
   bool tie_output = true;         // output projection = target embeddingᵀ
   int32_t pad_id = 0;
-  std::string attention = "naive";
+  std::string attention = "naive";  // needs causal and key-padding masks and cross-attention
+  AttentionBackendOptions attention_options;
 };
 
 class Seq2Seq : public Module {
@@ -50,7 +51,8 @@ class Seq2Seq : public Module {
   Tensor loss(const Tensor& src, const Tensor& tgt_in, const Tensor& tgt_out, float label_smoothing = 0.0f) const;
 
   // Incremental decoding: self-attention caches grow by one step per call,
-  // cross-attention keys/values are computed once.
+  // cross-attention keys/values are computed once. Needs a backend with a
+  // KV cache (start_decoding throws naming model.attention otherwise).
   struct DecodeState {
     Memory mem;
     std::vector<KVCache> self, cross;

@@ -274,7 +274,9 @@ TEST_CASE("naive attention equals explicit loops: causal, key padding, q_offset"
                  uint64_t seed) {
     const Tensor q = random_tensor({B, H, tq, Dh}, seed, 1.5f), k = random_tensor({B, H, tk, Dh}, seed + 1, 1.5f),
                  v = random_tensor({B, H, tk, Dh}, seed + 2);
-    const Tensor o = backend->attend(q, k, v, mask, scale, 0.0f, false, gen);
+    layers::AttentionArgs args;
+    args.mask = mask, args.scale = scale;
+    const Tensor o = backend->attend(q, k, v, args);
     CHECK(o.shape() == Shape{B, H, tq, Dh});
     check_close(o, ref_attention(q, k, v, mask.causal, mask.q_offset, pad), 1e-5);
     return o;
@@ -319,9 +321,10 @@ TEST_CASE("naive attention equals explicit loops: causal, key padding, q_offset"
       }
     const Tensor q = random_tensor({B, H, 3, Dh}, 46, 1.0f, true), k = random_tensor({B, H, 3, Dh}, 47, 1.0f, true),
                  v = random_tensor({B, H, 3, Dh}, 48, 1.0f, true);
-    check_gradients(
-        [&](const std::vector<Tensor>& in) { return backend->attend(in[0], in[1], in[2], m, scale, 0, false, gen); },
-        {q, k, v});
+    layers::AttentionArgs args;
+    args.mask = m, args.scale = scale;
+    check_gradients([&](const std::vector<Tensor>& in) { return backend->attend(in[0], in[1], in[2], args); },
+                    {q, k, v});
     for (const Tensor& t : {q, k, v})
       for (float g : t.grad().to_vector()) REQUIRE(std::isfinite(g));
   }

@@ -39,8 +39,34 @@ KeySpec choice(std::string k, std::string def, std::vector<std::string> choices,
 
 using V = ValueType;
 
+std::vector<std::string> allowed_choices(const KeySpec& s) { return s.choices_from ? s.choices_from() : s.choices; }
+
+// model.attention, its allowed values from the backend registry, followed
+// by one model.attention_<option> key per backend option.
+std::vector<KeySpec> attention_keys() {
+  std::string help = "attention backend";
+  const auto backends = layers::attention_backends();
+  for (std::size_t i = 0; i < backends.size(); ++i)
+    help += (i ? "; " : " (") + backends[i]->name + ": " + backends[i]->help;
+  if (!backends.empty()) help += ")";
+  KeySpec backend = choice("model.attention", "naive", {}, help);
+  backend.choices_from = [] { return layers::attention_backend_names(); };
+  std::vector<KeySpec> keys{backend};
+  for (const layers::AttentionOptionSpec& o : layers::attention_option_specs()) {
+    std::string readers;
+    for (const auto& b : layers::attention_backends())
+      if (std::find(b->reads.begin(), b->reads.end(), o.name) != b->reads.end())
+        readers += (readers.empty() ? "" : ", ") + b->name;
+    keys.push_back(key(o.config_key(), V::integer, std::to_string(o.default_value()),
+                       o.help + (readers.empty() ? "; no built-in backend reads it yet"
+                                                 : "; read by model.attention = " + readers),
+                       static_cast<double>(o.min), static_cast<double>(o.max)));
+  }
+  return keys;
+}
+
 std::vector<KeySpec> make_schema() {
-  return {
+  std::vector<KeySpec> s{
       // ---- model
       choice("model.family", "gpt", {"gpt", "seq2seq"}, "gpt: decoder-only LM; seq2seq: encoder-decoder translator"),
       key("model.n_layers", V::integer, "4", "number of blocks (gpt)", 1, 1024),
@@ -56,7 +82,6 @@ std::vector<KeySpec> make_schema() {
       choice("model.norm", "layernorm", {"layernorm", "rmsnorm"}, "normalisation layer"),
       choice("model.norm_placement", "pre", {"pre", "post"}, "pre-norm (GPT-2) or post-norm (original Transformer)"),
       choice("model.activation", "gelu", {"relu", "gelu", "gelu_tanh", "swiglu"}, "feed-forward activation"),
-      choice("model.attention", "naive", {"naive"}, "attention backend"),
       key("model.dropout", V::number, "0", "dropout on embeddings, residuals and attention probabilities", 0, 1, true),
       key("model.bias", V::boolean, "true", "biases in linear layers and layer norms"),
       key("model.tie_embeddings", V::boolean, "true", "output projection shares the (target) token embedding"),
@@ -114,6 +139,10 @@ std::vector<KeySpec> make_schema() {
       key("train.eval_bleu_sentences", V::integer, "500", "seq2seq: validation sentences translated for BLEU", 1, 1e9),
       choice("train.best_metric", "val_loss", {"val_loss", "val_bleu"}, "what best.h5 follows"),
   };
+  const auto after = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.key == "model.activation"; });
+  const std::vector<KeySpec> attention = attention_keys();
+  s.insert(after + 1, attention.begin(), attention.end());
+  return s;
 }
 
 std::string type_name(ValueType t) {
@@ -133,9 +162,9 @@ std::string fmt_num(double v) {
 }
 
 std::string allowed_text(const KeySpec& s) {
-  if (!s.choices.empty()) {
+  if (const std::vector<std::string> choices = allowed_choices(s); !choices.empty()) {
     std::string out = "one of ";
-    for (std::size_t i = 0; i < s.choices.size(); ++i) out += (i ? ", " : "") + s.choices[i];
+    for (std::size_t i = 0; i < choices.size(); ++i) out += (i ? ", " : "") + choices[i];
     return out;
   }
   if (s.type == V::boolean) return "true or false";
@@ -174,10 +203,30 @@ std::string canonical(const KeySpec& s, const std::string& text, const std::stri
       if (text == "true" || text == "false") return text;
       return fail();
     case V::string:
-      if (!s.choices.empty() && std::find(s.choices.begin(), s.choices.end(), text) == s.choices.end()) return fail();
+      if (const std::vector<std::string> choices = allowed_choices(s);
+          !choices.empty() && std::find(choices.begin(), choices.end(), text) == choices.end())
+        return fail();
       return text;
   }
   return fail();
+}
+
+// The attention backend can do what the model family and the other keys ask,
+// and reads every model.attention_* key that is not at its default.
+void validate_attention(const Config& c) {
+  const std::string& name = c.get_string("model.attention");
+  const std::string& family = c.get_string("model.family");
+  layers::AttentionFeatures needed;
+  needed.causal = true;
+  needed.key_padding = needed.cross_attention = family == "seq2seq";
+  layers::check_attention_support(name, needed, "model.family = " + family);
+  needed = {};
+  needed.dropout = c.get_float("model.dropout") > 0;
+  layers::check_attention_support(name, needed, "model.dropout > 0");
+  needed = {};
+  needed.kv_cache = family == "seq2seq" && c.get_bool("train.eval_bleu");
+  layers::check_attention_support(name, needed, "train.eval_bleu = true (greedy decoding)");
+  layers::check_attention_options(name, attention_options(c));
 }
 
 std::size_t edit_distance(const std::string& a, const std::string& b) {
@@ -369,6 +418,13 @@ void Config::validate() const {
   TFM_CHECK(seq2seq || !get_bool("train.eval_bleu"), "train.eval_bleu needs model.family = seq2seq");
   TFM_CHECK(get_string("train.best_metric") != "val_bleu" || get_bool("train.eval_bleu"),
             "train.best_metric = val_bleu needs train.eval_bleu = true");
+  validate_attention(*this);
+}
+
+layers::AttentionBackendOptions attention_options(const Config& cfg) {
+  layers::AttentionBackendOptions o;
+  for (const layers::AttentionOptionSpec& s : layers::attention_option_specs()) o.*s.field = cfg.get_int(s.config_key());
+  return o;
 }
 
 std::string help_text() {

@@ -9,9 +9,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "layers/attention_backend.h"
 
 namespace tfm::train {
 
@@ -22,6 +25,9 @@ struct KeySpec {
   ValueType type;
   std::string default_value;         // canonical text
   std::vector<std::string> choices;  // allowed strings (empty: any)
+  // When set, the allowed strings are asked for at every check instead
+  // (model.attention: the attention backend registry's names).
+  std::function<std::vector<std::string>()> choices_from;
   double min = -1e300, max = 1e300;  // inclusive numeric range
   bool max_exclusive = false;
   std::string help;
@@ -57,6 +63,9 @@ class Config {
  private:
   std::map<std::string, std::string> values_;
 };
+
+// The model.attention_* keys as backend options (model configs carry them).
+layers::AttentionBackendOptions attention_options(const Config& cfg);
 
 // The `tfm help-config` text: every key with its type, default, allowed
 // values and meaning.
