@@ -118,24 +118,82 @@ std::shared_ptr<const AttentionBackendInfo> attention_backend_info(const std::st
   return info;
 }
 
-void check_attention_options(const std::string& name, const AttentionBackendOptions& options) {
-  make_attention_backend(name, options);
+namespace {
+
+bool reads(const AttentionBackendInfo& b, const std::string& option) {
+  return std::find(b.reads.begin(), b.reads.end(), option) != b.reads.end();
+}
+
+// Ranges, and every option not at its default read by one of `names`.
+void check_option_values(const std::vector<std::string>& names, const AttentionBackendOptions& options,
+                         const std::string& what) {
+  std::vector<std::shared_ptr<const AttentionBackendInfo>> infos;
+  for (const std::string& n : names) infos.push_back(attention_backend_info(n));
+  for (const AttentionOptionSpec& s : attention_option_specs()) {
+    const int64_t v = options.*s.field;
+    TFM_CHECK(v >= s.min && v <= s.max, s.config_key(), " = ", v, " is not allowed (expected int >= ", s.min,
+              " and <= ", s.max, ")");
+    const bool read = std::any_of(infos.begin(), infos.end(), [&](const auto& b) { return reads(*b, s.name); });
+    TFM_CHECK(read || v == s.default_value(), s.config_key(), " = ", v, " has no effect with ", what,
+              " (it is read by ", backends_where([&](const AttentionBackendInfo& b) { return reads(b, s.name); }),
+              "); remove it or choose one of those backends");
+  }
+}
+
+}  // namespace
+
+void check_attention_options(const std::string& attention, const std::vector<std::string>& pattern,
+                             const AttentionBackendOptions& options) {
+  const std::vector<std::string> names = attention_backends_used(attention, pattern);
+  check_option_values(names, options,
+                      pattern.empty() ? "model.attention = " + attention : "model.attention_pattern = " + join(pattern));
+  for (const std::string& n : names) make_attention_backend(n, options_read_by(n, options));
+}
+
+AttentionBackendOptions options_read_by(const std::string& name, const AttentionBackendOptions& options) {
+  const auto info = attention_backend_info(name);
+  AttentionBackendOptions out = options;
+  for (const AttentionOptionSpec& s : attention_option_specs())
+    if (!reads(*info, s.name)) out.*s.field = s.default_value();
+  return out;
+}
+
+std::vector<std::string> parse_attention_pattern(const std::string& text) {
+  std::vector<std::string> out;
+  if (text.find_first_not_of(" \t") == std::string::npos) return out;
+  std::size_t begin = 0;
+  while (true) {
+    const std::size_t end = std::min(text.find(',', begin), text.size());
+    std::string name = text.substr(begin, end - begin);
+    name.erase(0, name.find_first_not_of(" \t"));
+    name.erase(name.find_last_not_of(" \t") + 1);
+    TFM_CHECK(find_attention_backend(name) != nullptr, "model.attention_pattern = '", text, "': '", name,
+              "' is not a backend (expected comma-separated names from: ", join(attention_backend_names()), ")");
+    out.push_back(name);
+    if (end == text.size()) break;
+    begin = end + 1;
+  }
+  return out;
+}
+
+std::string attention_backend_of_layer(const std::string& attention, const std::vector<std::string>& pattern,
+                                       int64_t layer) {
+  return pattern.empty() ? attention : pattern[static_cast<std::size_t>(layer) % pattern.size()];
+}
+
+std::vector<std::string> attention_backends_used(const std::string& attention,
+                                                 const std::vector<std::string>& pattern) {
+  if (pattern.empty()) return {attention};
+  std::vector<std::string> out;
+  for (const std::string& n : pattern)
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  return out;
 }
 
 std::shared_ptr<AttentionBackend> make_attention_backend(const std::string& name,
                                                          const AttentionBackendOptions& options) {
   const auto info = attention_backend_info(name);
-  for (const AttentionOptionSpec& s : attention_option_specs()) {
-    const int64_t v = options.*s.field;
-    TFM_CHECK(v >= s.min && v <= s.max, s.config_key(), " = ", v, " is not allowed (expected int >= ", s.min,
-              " and <= ", s.max, ")");
-    const bool read = std::find(info->reads.begin(), info->reads.end(), s.name) != info->reads.end();
-    TFM_CHECK(read || v == s.default_value(), s.config_key(), " = ", v, " has no effect with model.attention = ",
-              name, " (it is read by ", backends_where([&](const AttentionBackendInfo& b) {
-                return std::find(b.reads.begin(), b.reads.end(), s.name) != b.reads.end();
-              }),
-              "); remove it or choose one of those backends");
-  }
+  check_option_values({name}, options, "model.attention = " + name);
   auto backend = info->make(options);
   TFM_CHECK(backend != nullptr, "attention backend '", name, "': its factory returned nothing");
   return backend;

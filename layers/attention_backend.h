@@ -115,8 +115,25 @@ std::shared_ptr<const AttentionBackendInfo> attention_backend_info(const std::st
 // it. Throws naming model.attention or the model.attention_* key.
 std::shared_ptr<AttentionBackend> make_attention_backend(const std::string& name,
                                                          const AttentionBackendOptions& options = {});
-// The same checks without keeping the backend.
-void check_attention_options(const std::string& name, const AttentionBackendOptions& options);
+// Per-layer backends (model.attention_pattern): layer i uses
+// pattern[i % pattern.size()]; an empty pattern means `attention` everywhere.
+// "local, lsh" -> {"local", "lsh"}; "" -> {}. Throws naming
+// model.attention_pattern for an empty or unregistered name.
+std::vector<std::string> parse_attention_pattern(const std::string& text);
+std::string attention_backend_of_layer(const std::string& attention, const std::vector<std::string>& pattern,
+                                       int64_t layer);
+// The distinct backends a model uses, in pattern order.
+std::vector<std::string> attention_backends_used(const std::string& attention,
+                                                 const std::vector<std::string>& pattern);
+// The options of a model that uses `attention` or, when not empty,
+// `pattern`. A mixed pattern shares one set of options: every option not at
+// its default must be read by at least one backend used, and each layer's
+// backend gets the options with those it does not read reset
+// (options_read_by). Throws naming the key and model.attention or
+// model.attention_pattern.
+void check_attention_options(const std::string& attention, const std::vector<std::string>& pattern,
+                             const AttentionBackendOptions& options);
+AttentionBackendOptions options_read_by(const std::string& name, const AttentionBackendOptions& options);
 
 // Throws unless backend `name` supports every feature in `needed`:
 // "model.attention = x does not support cross-attention, which <who> needs

@@ -53,7 +53,14 @@ TransformerStack::TransformerStack(const BlockOptions& opt, int64_t n_layers, bo
                                    std::shared_ptr<core::Generator> gen) {
   TFM_CHECK(n_layers > 0, "transformer: n_layers must be positive, got ", n_layers);
   layers = register_module("layers", std::make_shared<ModuleList<TransformerBlock>>());
-  for (int64_t i = 0; i < n_layers; ++i) layers->push_back(std::make_shared<TransformerBlock>(opt, cross_attention, gen));
+  for (int64_t i = 0; i < n_layers; ++i) {
+    BlockOptions layer = opt;
+    if (!opt.attention_pattern.empty()) {
+      layer.attention = attention_backend_of_layer(opt.attention, opt.attention_pattern, i);
+      layer.attention_options = options_read_by(layer.attention, opt.attention_options);
+    }
+    layers->push_back(std::make_shared<TransformerBlock>(layer, cross_attention, gen));
+  }
   if (opt.prenorm)
     final_norm = register_module("final_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
 }

@@ -27,6 +27,7 @@ struct BlockOptions {
   bool fused_qkv = false;
   std::string attention = "naive";
   AttentionBackendOptions attention_options;
+  std::vector<std::string> attention_pattern;  // TransformerStack: layer i uses pattern[i % size] (empty: attention)
   std::shared_ptr<const RotaryEmbedding> rope;  // self-attention only
 };
 
@@ -45,6 +46,7 @@ BlockOptions block_options(const ModelConfig& c, std::shared_ptr<const RotaryEmb
   b.bias = c.bias;
   b.attention = c.attention;
   b.attention_options = c.attention_options;
+  b.attention_pattern = c.attention_pattern;
   b.rope = std::move(rope);
   return b;
 }

@@ -23,8 +23,9 @@ void validate(const GPTConfig& c) {
             "gpt: sinusoidal positions need an even d_model, got ", c.d_model);
   AttentionFeatures needed;
   needed.causal = true;
-  check_attention_support(c.attention, needed, "a GPT (causal self-attention)");
-  check_attention_options(c.attention, c.attention_options);
+  for (const std::string& name : attention_backends_used(c.attention, c.attention_pattern))
+    check_attention_support(name, needed, "a GPT (causal self-attention)");
+  check_attention_options(c.attention, c.attention_pattern, c.attention_options);
 }
 
 GPT::GPT(const GPTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared<core::Generator>(seed ^ 0x5eedULL)) {
@@ -82,7 +83,9 @@ std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int64_t n
   core::NoGradGuard no_grad;
   std::vector<int32_t> seq = prompt;
   std::vector<KVCache> caches = make_caches();
-  const bool cached = attention_backend_info(cfg_.attention)->supports.kv_cache;
+  bool cached = true;
+  for (const std::string& name : attention_backends_used(cfg_.attention, cfg_.attention_pattern))
+    cached = cached && attention_backend_info(name)->supports.kv_cache;
   std::size_t start = 0;  // the context is seq[start, end)
   auto context = [&]() { return std::vector<int32_t>(seq.begin() + static_cast<std::ptrdiff_t>(start), seq.end()); };
   // Feed `tokens` (after the cached ones, when cached) and return the logits of the last position.

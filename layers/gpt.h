@@ -34,6 +34,7 @@ struct GPTConfig {
   bool fused_qkv = true;
   std::string attention = "naive";  // a backend with causal masks (and dropout when dropout > 0)
   AttentionBackendOptions attention_options;
+  std::vector<std::string> attention_pattern;  // per-layer backends, repeated over the layers; empty: attention
 };
 
 class GPT : public Module {

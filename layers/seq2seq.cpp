@@ -27,8 +27,9 @@ void validate(const Seq2SeqConfig& c) {
             "seq2seq: sinusoidal positions need an even d_model, got ", c.d_model);
   AttentionFeatures needed;
   needed.causal = needed.key_padding = needed.cross_attention = true;
-  check_attention_support(c.attention, needed, "a seq2seq model (padded source, causal decoder, cross-attention)");
-  check_attention_options(c.attention, c.attention_options);
+  for (const std::string& name : attention_backends_used(c.attention, c.attention_pattern))
+    check_attention_support(name, needed, "a seq2seq model (padded source, causal decoder, cross-attention)");
+  check_attention_options(c.attention, c.attention_pattern, c.attention_options);
 }
 
 Seq2Seq::Seq2Seq(const Seq2SeqConfig& cfg, uint64_t seed)
@@ -95,7 +96,8 @@ Tensor Seq2Seq::loss(const Tensor& src, const Tensor& tgt_in, const Tensor& tgt_
 Seq2Seq::DecodeState Seq2Seq::start_decoding(const Memory& mem) const {
   AttentionFeatures needed;
   needed.kv_cache = true;
-  check_attention_support(cfg_.attention, needed, "incremental decoding (translate, beam search, BLEU)");
+  for (const std::string& name : attention_backends_used(cfg_.attention, cfg_.attention_pattern))
+    check_attention_support(name, needed, "incremental decoding (translate, beam search, BLEU)");
   DecodeState s;
   s.mem = mem;
   s.self.resize(static_cast<std::size_t>(cfg_.dec_layers));

@@ -32,6 +32,7 @@ struct Seq2SeqConfig {
   int32_t pad_id = 0;
   std::string attention = "naive";  // needs causal and key-padding masks and cross-attention
   AttentionBackendOptions attention_options;
+  std::vector<std::string> attention_pattern;  // per-layer backends, repeated over the layers; empty: attention
 };
 
 class Seq2Seq : public Module {

@@ -462,3 +462,57 @@ TEST_CASE("config: model.attention_* keys are validated against the chosen backe
   CHECK_THAT(md, Contains("`model.attention_chunk_length`") && Contains("`model.attention_n_hashes`") &&
                      Contains("`model.attention_n_buckets`") && Contains("one of naive, test_reader"));
 }
+
+TEST_CASE("model.attention_pattern: per-layer backends repeated over the layers", "[attention_backends]") {
+  using tfm::train::Config;
+  ensure_test_backends();
+  CHECK(layers::parse_attention_pattern("") == std::vector<std::string>{});
+  CHECK(layers::parse_attention_pattern(" naive , test_reader") == std::vector<std::string>{"naive", "test_reader"});
+  CHECK_THAT(error_of([] { layers::parse_attention_pattern("naive,,test_reader"); }),
+             Contains("model.attention_pattern") && Contains("''") && Contains("naive, test_reader"));
+  CHECK_THAT(error_of([] { layers::parse_attention_pattern("naive,flashy"); }), Contains("'flashy'"));
+
+  layers::GPTConfig g = tiny_gpt("naive");
+  g.n_layers = 3;
+  g.attention_pattern = {"naive", "test_reader"};
+  g.attention_options.chunk_length = 32;  // read by test_reader only: naive layers get the default
+  layers::GPT gpt(g, 1);
+  const auto& blocks = *gpt.blocks->layers;
+  REQUIRE(blocks.size() == 3);
+  CHECK(blocks[0].self_attn->backend_info().name == "naive");
+  CHECK(blocks[1].self_attn->backend_info().name == "test_reader");
+  CHECK(blocks[2].self_attn->backend_info().name == "naive");
+  CHECK(seen()["test_reader"].options.chunk_length == 32);
+  CHECK(gpt.forward(core::from_vector(std::vector<int32_t>{1, 2, 3}, {1, 3})).size(2) == 11);
+  // An option no backend of the pattern reads, and a feature one of them lacks.
+  g.attention_options = {};
+  g.attention_options.n_buckets = 4;
+  CHECK_THAT(error_of([&] { layers::GPT(g, 1); }),
+             Contains("model.attention_n_buckets = 4") && Contains("model.attention_pattern = naive, test_reader"));
+  g.attention_options = {};
+  g.attention_pattern = {"naive", "test_nocausal"};
+  CHECK_THAT(error_of([&] { layers::GPT(g, 1); }), Contains("test_nocausal") && Contains("causal"));
+  layers::Seq2SeqConfig s = tiny_seq2seq("naive");
+  s.attention_pattern = {"test_nocross"};
+  CHECK_THAT(error_of([&] { layers::Seq2Seq(s, 1); }), Contains("test_nocross") && Contains("cross-attention"));
+
+  // The config key: validated names, not together with model.attention, read back through the YAML.
+  tfm::test::TempDir dir("attention_pattern");
+  const std::string data = dir.file("text.txt");
+  std::ofstream(data) << "some text\n";
+  auto config = [&](const std::string& model_yaml) {
+    return Config::parse("model:\n" + model_yaml + "data:\n  path: " + data + "\n", "run.yaml");
+  };
+  const Config c = config("  attention_pattern: naive, test_reader\n  attention_chunk_length: 32\n");
+  CHECK_NOTHROW(c.validate());
+  CHECK(tfm::train::gpt_config(c, 10).attention_pattern == std::vector<std::string>{"naive", "test_reader"});
+  CHECK(Config::parse(c.to_yaml(), "round.yaml").get_string("model.attention_pattern") == "naive, test_reader");
+  CHECK_THAT(error_of([&] { config("  attention_pattern: naive\n  attention_chunk_length: 32\n").validate(); }),
+             Contains("model.attention_chunk_length") && Contains("model.attention_pattern = naive"));
+  CHECK_THAT(error_of([&] { config("  attention: test_reader\n  attention_pattern: naive\n").validate(); }),
+             Contains("both choose the backend"));
+  CHECK_THAT(error_of([&] { config("  attention_pattern: naive, nope\n").validate(); }),
+             Contains("model.attention_pattern") && Contains("'nope'"));
+  CHECK_THAT(error_of([&] { config("  attention_pattern: test_nodropout\n  dropout: 0.2\n").validate(); }),
+             Contains("test_nodropout") && Contains("attention dropout"));
+}

@@ -62,6 +62,9 @@ std::vector<KeySpec> attention_keys() {
                                                  : "; read by model.attention = " + readers),
                        static_cast<double>(o.min), static_cast<double>(o.max)));
   }
+  keys.push_back(key("model.attention_pattern", V::string, "",
+                     "per-layer backends, comma-separated, repeated over the layers (e.g. \"local, lsh\"); "
+                     "empty: model.attention in every layer"));
   return keys;
 }
 
@@ -214,19 +217,25 @@ std::string canonical(const KeySpec& s, const std::string& text, const std::stri
 // The attention backend can do what the model family and the other keys ask,
 // and reads every model.attention_* key that is not at its default.
 void validate_attention(const Config& c) {
-  const std::string& name = c.get_string("model.attention");
+  const std::string& attention = c.get_string("model.attention");
+  const std::vector<std::string> pattern = layers::parse_attention_pattern(c.get_string("model.attention_pattern"));
+  TFM_CHECK(pattern.empty() || attention == find_key("model.attention")->default_value, "model.attention = ",
+            attention, " and model.attention_pattern = '", c.get_string("model.attention_pattern"),
+            "' both choose the backend; set only one of them");
   const std::string& family = c.get_string("model.family");
-  layers::AttentionFeatures needed;
-  needed.causal = true;
-  needed.key_padding = needed.cross_attention = family == "seq2seq";
-  layers::check_attention_support(name, needed, "model.family = " + family);
-  needed = {};
-  needed.dropout = c.get_float("model.dropout") > 0;
-  layers::check_attention_support(name, needed, "model.dropout > 0");
-  needed = {};
-  needed.kv_cache = family == "seq2seq" && c.get_bool("train.eval_bleu");
-  layers::check_attention_support(name, needed, "train.eval_bleu = true (greedy decoding)");
-  layers::check_attention_options(name, attention_options(c));
+  for (const std::string& name : layers::attention_backends_used(attention, pattern)) {
+    layers::AttentionFeatures needed;
+    needed.causal = true;
+    needed.key_padding = needed.cross_attention = family == "seq2seq";
+    layers::check_attention_support(name, needed, "model.family = " + family);
+    needed = {};
+    needed.dropout = c.get_float("model.dropout") > 0;
+    layers::check_attention_support(name, needed, "model.dropout > 0");
+    needed = {};
+    needed.kv_cache = family == "seq2seq" && c.get_bool("train.eval_bleu");
+    layers::check_attention_support(name, needed, "train.eval_bleu = true (greedy decoding)");
+  }
+  layers::check_attention_options(attention, pattern, attention_options(c));
 }
 
 std::size_t edit_distance(const std::string& a, const std::string& b) {
