@@ -11,6 +11,7 @@
 #include "core/attention_mask.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "layers/local_attention.h"
 #include "tests/attention_reference.h"
@@ -181,6 +182,33 @@ TEST_CASE("local: argument errors name the argument", "[local]") {
   m = AttentionMask();
   m.q_offset = 1;
   CHECK_THROWS_WITH(layers::local_attention(x, x, x, m, 1.0f, {4}), Contains("q_offset must be 0"));
+}
+
+}  // namespace
+
+namespace {
+
+TEST_CASE("local: strided views and thread counts give the same results", "[local]") {
+  const int64_t B = 2, H = 3, T = 45, D = 8;
+  Tensor bq = random_tensor({B, T, H, D}, 70, 1.0f, true), bk = random_tensor({B, T, H, D}, 71, 1.0f, true);
+  Tensor bv = random_tensor({B, T, H, D}, 72, 1.0f, true);
+  AttentionMask mask;
+  mask.causal = true;
+  const Tensor w = random_tensor({B, H, T, D}, 73);
+  auto run = [&](bool views, int threads) {
+    bq.zero_grad(), bk.zero_grad(), bv.zero_grad();
+    const int saved = core::num_threads();
+    core::set_num_threads(threads);
+    auto heads = [&](const Tensor& x) {
+      return views ? x.permute({0, 2, 1, 3}) : x.permute({0, 2, 1, 3}).contiguous();
+    };
+    const Tensor out = layers::local_attention(heads(bq), heads(bk), heads(bv), mask, 0.35f, {8});
+    core::sum(core::mul(out, w)).backward();
+    core::set_num_threads(saved);
+    return std::vector<Tensor>{out.detach(), bq.grad(), bk.grad(), bv.grad()};
+  };
+  const auto a = run(true, 2), b = run(false, 1);
+  for (int i = 0; i < 4; ++i) CHECK(max_abs_diff(a[i], b[i]) == 0.0f);
 }
 
 }  // namespace

@@ -392,3 +392,36 @@ TEST_CASE("lsh: argument errors name the argument", "[lsh]") {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_CASE("lsh: strided views, thread counts and T = 1 give the same results", "[lsh]") {
+  const int64_t B = 2, H = 3, T = 45, D = 8;
+  // The attention module hands over permuted views [B, T, H, D] -> [B, H, T, D].
+  Tensor base_qk = random_tensor({B, T, H, D}, 110, 1.0f, true), base_v = random_tensor({B, T, H, D}, 111, 1.0f, true);
+  AttentionMask mask;
+  mask.causal = true;
+  layers::LshOptions opt;
+  opt.chunk_length = 8, opt.n_hashes = 2;
+  const Tensor w = random_tensor({B, H, T, D}, 112);
+  auto run = [&](bool views, int threads) {
+    base_qk.zero_grad(), base_v.zero_grad();
+    const int saved = core::num_threads();
+    core::set_num_threads(threads);
+    core::Generator gen(113);
+    const Tensor qk = views ? base_qk.permute({0, 2, 1, 3}) : base_qk.permute({0, 2, 1, 3}).contiguous();
+    const Tensor v = views ? base_v.permute({0, 2, 1, 3}) : base_v.permute({0, 2, 1, 3}).contiguous();
+    const Tensor out = layers::lsh_attention(qk, v, mask, 0.35f, opt, gen);
+    core::sum(core::mul(out, w)).backward();
+    core::set_num_threads(saved);
+    return std::vector<Tensor>{out.detach(), base_qk.grad(), base_v.grad()};
+  };
+  const auto a = run(true, 2), b = run(false, 1);
+  for (int i = 0; i < 3; ++i) CHECK(max_abs_diff(a[i], b[i]) == 0.0f);
+
+  const Tensor one_qk = random_tensor({1, 1, 1, D}, 114), one_v = random_tensor({1, 1, 1, D}, 115);
+  core::Generator gen(1);
+  CHECK(max_abs_diff(layers::lsh_attention(one_qk, one_v, mask, 0.35f, {}, gen), one_v) == 0.0f);
+}
+
+}  // namespace
