@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "core/rng.h"
 
 namespace tfm::layers::detail {
 
@@ -77,6 +78,14 @@ float score_row(const ChunkedLayout& lay, const float* qt, int64_t t, const floa
   return mx;
 }
 
+// The dropout multiplier of pair (round r, row bh, query t, key j): 0 or 1/(1 − p).
+float dropout_multiplier(const ChunkedLayout& lay, int64_t r, int64_t bh, int64_t t, int64_t j) {
+  const int64_t BH = lay.batch * lay.heads, T = lay.length;
+  const uint64_t n = static_cast<uint64_t>(((r * BH + bh) * T + t) * T + j);
+  const uint32_t bits = core::philox4x32(lay.dropout_seed, lay.dropout_first + n / 4)[n % 4];
+  return core::bits_to_unit_float(bits) >= lay.dropout ? 1.0f / (1.0f - lay.dropout) : 0.0f;
+}
+
 void check_layout(const ChunkedLayout& lay, const Tensor& q, const Tensor& k, const Tensor& v,
                   const Tensor& order) {
   const core::Shape want{lay.batch, lay.heads, lay.length, lay.dim};
@@ -86,9 +95,25 @@ void check_layout(const ChunkedLayout& lay, const Tensor& q, const Tensor& k, co
   TFM_CHECK(lay.chunk > 0 && lay.padded_length % lay.chunk == 0 && lay.padded_length >= lay.length,
             "chunked attention: internal chunking mismatch");
   TFM_CHECK(order.defined() || lay.rounds == 1, "chunked attention: several rounds need an order");
+  TFM_CHECK(lay.dropout >= 0.0f && lay.dropout < 1.0f, "attention dropout must be in [0, 1), got ", lay.dropout);
 }
 
 }  // namespace
+
+uint64_t chunked_dropout_counters(const ChunkedLayout& lay) {
+  const uint64_t pairs = static_cast<uint64_t>(lay.rounds * lay.batch * lay.heads) *
+                         static_cast<uint64_t>(lay.length) * static_cast<uint64_t>(lay.length);
+  return (pairs + 3) / 4;
+}
+
+void set_dropout(ChunkedLayout& lay, float p, core::Generator* gen, const char* op) {
+  TFM_CHECK(p >= 0.0f && p < 1.0f, op, ": dropout_p must be in [0, 1), got ", p);
+  lay.dropout = p;
+  if (p == 0.0f) return;
+  TFM_CHECK(gen != nullptr, op, ": dropout_p > 0 needs a generator");
+  lay.dropout_seed = gen->seed();
+  lay.dropout_first = gen->reserve(chunked_dropout_counters(lay));
+}
 
 Tensor chunked_attention_forward(const ChunkedLayout& lay, const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& order, const Tensor& key_ok, float scale, Tensor& stats) {
@@ -104,6 +129,7 @@ Tensor chunked_attention_forward(const ChunkedLayout& lay, const Tensor& q, cons
   float *outp = out.data<float>(), *statp = stats.data<float>();
 
   const bool parallel = threads > 1 && !omp_in_parallel();
+  const bool dropping = lay.dropout > 0.0f;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int64_t bh = 0; bh < BH; ++bh) {
     const int tid = parallel ? omp_get_thread_num() : 0;
@@ -137,7 +163,8 @@ Tensor chunked_attention_forward(const ChunkedLayout& lay, const Tensor& q, cons
             if (s[j] == kNegInf) continue;
             const float p = std::exp(s[j] - m_new);
             l[t] += p;
-            axpy(ot, p, vb + static_cast<int64_t>(keys[j]) * D, D);
+            const float keep = dropping ? dropout_multiplier(lay, r, bh, t, keys[j]) : 1.0f;
+            if (keep != 0.0f) axpy(ot, p * keep, vb + static_cast<int64_t>(keys[j]) * D, D);
           }
         }
       }
@@ -171,6 +198,7 @@ ChunkedGrads chunked_attention_backward(const ChunkedLayout& lay, const Tensor& 
   float *dqp = g.dq.data<float>(), *dkp = g.dk.data<float>(), *dvp = g.dv.data<float>();
 
   const bool parallel = threads > 1 && !omp_in_parallel();
+  const bool dropping = lay.dropout > 0.0f;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int64_t bh = 0; bh < BH; ++bh) {
     const int tid = parallel ? omp_get_thread_num() : 0;
@@ -198,9 +226,11 @@ ChunkedGrads chunked_attention_backward(const ChunkedLayout& lay, const Tensor& 
             if (s[j] == kNegInf) continue;
             const int64_t kj = keys[j];
             const float p = std::exp(s[j] - mt) * inv_l;
-            axpy(dvb + kj * D, p, go, D);
+            const float keep = dropping ? dropout_multiplier(lay, r, bh, t, kj) : 1.0f;
+            if (keep != 0.0f) axpy(dvb + kj * D, p * keep, go, D);
             if (lay.self_mask && kj == t) continue;  // a constant score: no gradient to q or k
-            const float ds = scale * p * (dot(go, vb + kj * D, D) - delta[t]);
+            const float dp = keep != 0.0f ? keep * dot(go, vb + kj * D, D) : 0.0f;
+            const float ds = scale * p * (dp - delta[t]);
             axpy(dqt, ds, kb + kj * D, D);
             axpy(dkb + kj * D, ds, qt, D);
           }

@@ -25,12 +25,20 @@
 // backward recomputes the scores chunk by chunk from q, k, v, O, m and l
 // (FlashAttention style), so memory is O(T·(D + rounds)) per head, never T².
 //
+// Dropout (probability dropout > 0) acts on the normalised probabilities
+// P(round r, query t, key j), scaling kept ones by 1/(1 − p). The pair's
+// uniform is word n % 4 of philox4x32(dropout_seed, dropout_first + n / 4)
+// with n = ((r·B·H + b·H + h)·T + t)·T + j, kept when >= p: exactly the
+// mask core::dropout draws for round r's dense [B, H, T, T] probabilities
+// from counter dropout_first + r·B·H·T·T / 4. The backward regenerates it.
+//
 // Threads: OpenMP over batch·heads; each (b, h) is processed sequentially,
 // so results are deterministic and independent of the thread count.
 #pragma once
 
 #include <cstdint>
 
+#include "core/rng.h"
 #include "core/tensor.h"
 
 namespace tfm::layers::detail {
@@ -41,7 +49,16 @@ struct ChunkedLayout {
   int64_t batch = 0, heads = 0, length = 0, padded_length = 0, dim = 0;
   int64_t chunk = 0, rounds = 1;
   bool wrap = false, self_mask = false, causal = false;
+  float dropout = 0.0f;  // in [0, 1)
+  uint64_t dropout_seed = 0, dropout_first = 0;
 };
+
+// Counters a call with dropout reserves: ⌈rounds·B·H·T·T / 4⌉.
+uint64_t chunked_dropout_counters(const ChunkedLayout& lay);
+
+// Checks p (naming `op`) and, when p > 0, reserves the layout's dropout
+// counters from gen (which must then be non-null).
+void set_dropout(ChunkedLayout& lay, float p, core::Generator* gen, const char* op);
 
 // q, k, v: contiguous f32 [B, H, T, D]; order: contiguous i32
 // [B, H, rounds, Tp] or undefined for the identity (rounds must be 1);

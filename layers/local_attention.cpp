@@ -10,7 +10,7 @@ namespace tfm::layers {
 using core::Tensor;
 
 Tensor local_attention(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
-                       float scale, const LocalOptions& opt) {
+                       float scale, const LocalOptions& opt, float dropout_p, core::Generator* gen) {
   TFM_CHECK(q.defined() && k.defined() && v.defined() && q.dim() == 4 && q.shape() == k.shape() &&
                 q.shape() == v.shape(),
             "local_attention: q ", q.defined() ? core::shape_str(q.shape()) : "undefined", ", k ",
@@ -38,6 +38,7 @@ Tensor local_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   lay.padded_length = (T + opt.chunk_length - 1) / opt.chunk_length * opt.chunk_length;
   lay.rounds = 1, lay.wrap = false, lay.self_mask = false, lay.causal = mask.causal;
 
+  detail::set_dropout(lay, dropout_p, gen, "local_attention");
   const Tensor qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   Tensor stats;
   Tensor out = detail::chunked_attention_forward(lay, qc, kc, vc, Tensor(), ok, scale, stats);

@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "core/attention_mask.h"
+#include "core/rng.h"
 #include "core/tensor.h"
 
 namespace tfm::layers {
@@ -35,7 +36,12 @@ struct LocalOptions {
   int64_t chunk_length = 64;
 };
 
+// dropout_p in [0, 1): dropout on the attention probabilities (pass 0 when
+// not training); its mask comes from gen's counter stream (required when
+// dropout_p > 0; replaying gen's state replays it), see
+// layers/chunked_attention.h for the exact counter layout.
 core::Tensor local_attention(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
-                             const core::AttentionMask& mask, float scale, const LocalOptions& opt);
+                             const core::AttentionMask& mask, float scale, const LocalOptions& opt,
+                             float dropout_p = 0.0f, core::Generator* gen = nullptr);
 
 }  // namespace tfm::layers

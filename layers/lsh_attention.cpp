@@ -203,7 +203,7 @@ Tensor lsh_sort_order(const Tensor& buckets, int64_t n_buckets) {
 }
 
 Tensor lsh_attention_hashed(const Tensor& qk, const Tensor& v, const core::AttentionMask& mask, float scale,
-                            const LshHashing& hashing) {
+                            const LshHashing& hashing, float dropout_p, core::Generator* gen) {
   check_qk_v(qk, v, mask);
   const int64_t B = qk.size(0), H = qk.size(1), T = qk.size(2), D = qk.size(3);
   const core::Shape order_shape{B, H, hashing.n_hashes, hashing.padded_length};
@@ -217,6 +217,7 @@ Tensor lsh_attention_hashed(const Tensor& qk, const Tensor& v, const core::Atten
   lay.batch = B, lay.heads = H, lay.length = T, lay.padded_length = hashing.padded_length, lay.dim = D;
   lay.chunk = hashing.chunk_length, lay.rounds = hashing.n_hashes;
   lay.wrap = true, lay.self_mask = true, lay.causal = mask.causal;
+  detail::set_dropout(lay, dropout_p, gen, "lsh_attention");
 
   const Tensor qkc = qk.detach().contiguous(), vc = v.detach().contiguous();
   const Tensor order = hashing.order.contiguous(), ok = key_usable(mask);
@@ -236,14 +237,14 @@ Tensor lsh_attention_hashed(const Tensor& qk, const Tensor& v, const core::Atten
 }
 
 Tensor lsh_attention(const Tensor& qk, const Tensor& v, const core::AttentionMask& mask, float scale,
-                     const LshOptions& opt, core::Generator& gen, LshHashing* trace) {
+                     const LshOptions& opt, core::Generator& gen, LshHashing* trace, float dropout_p) {
   check_qk_v(qk, v, mask);
   TFM_CHECK(opt.n_hashes >= 1, "lsh_attention: n_hashes must be >= 1 (got ", opt.n_hashes, ")");
   const int64_t Tp = lsh_padded_length(qk.size(2), opt.chunk_length);
   const std::vector<int64_t> factors = lsh_bucket_factors(opt, Tp);
   const Tensor rotations = lsh_random_rotations(qk.size(1), qk.size(3), opt.n_hashes, factors, gen);
   LshHashing h = lsh_hash(qk, mask, opt.chunk_length, rotations, factors);
-  Tensor out = lsh_attention_hashed(qk, v, mask, scale, h);
+  Tensor out = lsh_attention_hashed(qk, v, mask, scale, h, dropout_p, &gen);
   if (trace) *trace = std::move(h);
   return out;
 }

@@ -107,13 +107,18 @@ Tensor lsh_sort_order(const Tensor& buckets, int64_t n_buckets);
 // LSH attention with the hashing fixed (e.g. replayed from a trace).
 // qk, v [B, H, T, D] -> [B, H, T, D]; gradients flow to qk and v.
 // mask.q_offset must be 0 (this is self-attention over the whole sequence).
+// dropout_p in [0, 1): dropout on the attention probabilities (pass 0 when
+// not training), its mask from gen's counter stream (required when
+// dropout_p > 0); layers/chunked_attention.h gives the counter layout.
 Tensor lsh_attention_hashed(const Tensor& qk, const Tensor& v, const core::AttentionMask& mask, float scale,
-                            const LshHashing& hashing);
+                            const LshHashing& hashing, float dropout_p = 0.0f, core::Generator* gen = nullptr);
 
-// The whole layer: draws rotations from gen, hashes, sorts and attends.
+// The whole layer: draws rotations from gen, hashes, sorts and attends
+// (dropout, if any, draws its counters from gen after the rotations).
 // When trace is non-null it receives the hashing used.
 Tensor lsh_attention(const Tensor& qk, const Tensor& v, const core::AttentionMask& mask, float scale,
-                     const LshOptions& opt, core::Generator& gen, LshHashing* trace = nullptr);
+                     const LshOptions& opt, core::Generator& gen, LshHashing* trace = nullptr,
+                     float dropout_p = 0.0f);
 
 // Full shared-QK attention (the generation fallback, composed from core
 // ops, differentiable): queries qk_q [B, H, Tq, D] at positions

@@ -9,7 +9,10 @@
 // autograd gives its gradients: one dense [T, T] score matrix per round with
 // an additive mask (−1e9 where the round's allowed matrix is 0), the rounds
 // combined by softmax weights over their log-sum-exps. Rows with no allowed
-// key are garbage (finite) here; tests give them zero loss weight.
+// key are garbage (finite) here; tests give them zero loss weight. With
+// dropout_p > 0, round r's probabilities go through core::dropout drawn at
+// counter `first + r·numel(P_r)/4` of `seed` (the layout the chunked kernels
+// document).
 #pragma once
 
 #include <cmath>
@@ -64,7 +67,8 @@ inline std::vector<double> reference_attention_double(const core::Tensor& q, con
 
 // allowed: one f32 [B, H, T, T] (1 = allowed) per round.
 inline core::Tensor dense_rounds_reference(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
-                                           const std::vector<core::Tensor>& allowed, bool self_mask, float scale) {
+                                           const std::vector<core::Tensor>& allowed, bool self_mask, float scale,
+                                           float dropout_p = 0.0f, uint64_t seed = 0, uint64_t first = 0) {
   const int64_t T = q.size(2);
   std::vector<float> eye(static_cast<size_t>(T * T), 0.0f);
   for (int64_t i = 0; i < T; ++i) eye[i * T + i] = 1.0f;
@@ -76,7 +80,13 @@ inline core::Tensor dense_rounds_reference(const core::Tensor& q, const core::Te
     s = core::add(s, core::mul(core::rsub(1.0f, a), -1e9f));
     const core::Tensor m = core::max(s, {-1}, true).detach();
     lses.push_back(core::add(core::log(core::sum(core::exp(core::sub(s, m)), {-1}, true)), m));  // [B,H,T,1]
-    outs.push_back(core::matmul(core::softmax(s, -1), v));
+    core::Tensor p = core::softmax(s, -1);
+    if (dropout_p > 0.0f) {
+      core::Generator g(seed);
+      g.set_state(seed, first + uint64_t(outs.size()) * uint64_t(p.numel() / 4));
+      p = core::dropout(p, dropout_p, true, g);
+    }
+    outs.push_back(core::matmul(p, v));
   }
   if (outs.size() == 1) return outs[0];
   const core::Tensor w = core::softmax(core::stack(lses, 0), 0);  // [R, B, H, T, 1]

@@ -212,3 +212,35 @@ TEST_CASE("local: strided views and thread counts give the same results", "[loca
 }
 
 }  // namespace
+
+namespace {
+
+TEST_CASE("local: attention dropout equals core::dropout on the dense windowed probabilities", "[local]") {
+  const int64_t B = 2, H = 1, T = 22, D = 5, C = 6;
+  const float scale = 0.5f, p = 0.25f;
+  AttentionMask mask;
+  mask.causal = GENERATE(false, true);
+  Tensor q = random_tensor({B, H, T, D}, 80, 1.0f, true), k = random_tensor({B, H, T, D}, 81, 1.0f, true);
+  Tensor v = random_tensor({B, H, T, D}, 82, 1.0f, true);
+  const Tensor w = random_tensor({B, H, T, D}, 83);
+  core::Generator gen(84);
+  const uint64_t first = gen.offset();
+  const Tensor out = layers::local_attention(q, k, v, mask, scale, {C}, p, &gen);
+  core::sum(core::mul(out, w)).backward();
+  const Tensor dq = q.grad(), dk = k.grad(), dv = v.grad();
+  q.zero_grad(), k.zero_grad(), v.zero_grad();
+  std::vector<float> a(static_cast<size_t>(B * H * T * T));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j < T; ++j) a[(b * T + i) * T + j] = local_allowed(mask, C, b, i, j);
+  const Tensor ref = tfm::test::dense_rounds_reference(q, k, v, {core::from_vector(a, {B, H, T, T})}, false, scale,
+                                                       p, gen.seed(), first);
+  core::sum(core::mul(ref, w)).backward();
+  CHECK(max_abs_diff(out, ref.detach()) < 2e-5f);
+  CHECK(max_abs_diff(dq, q.grad()) < 1e-4f);
+  CHECK(max_abs_diff(dk, k.grad()) < 1e-4f);
+  CHECK(max_abs_diff(dv, v.grad()) < 1e-4f);
+  CHECK(max_abs_diff(out, layers::local_attention(q, k, v, mask, scale, {C})) > 0.01f);
+}
+
+}  // namespace

@@ -425,3 +425,42 @@ TEST_CASE("lsh: strided views, thread counts and T = 1 give the same results", "
 }
 
 }  // namespace
+
+namespace {
+
+TEST_CASE("lsh: attention dropout equals core::dropout on the dense same-bucket probabilities", "[lsh]") {
+  const int64_t B = 1, H = 2, T = 26, D = 6, C = 4;  // T·T divisible by 4: rounds start on a counter
+  const float scale = 0.4f, p = 0.3f;
+  AttentionMask mask;
+  mask.causal = GENERATE(false, true);
+  Tensor qk = random_tensor({B, H, T, D}, 120, 1.0f, true), v = random_tensor({B, H, T, D}, 121, 1.0f, true);
+  const Tensor w = random_tensor({B, H, T, D}, 122);
+  core::Generator hash_gen(123);
+  const std::vector<int64_t> factors{4};
+  const layers::LshHashing h =
+      layers::lsh_hash(qk, mask, C, layers::lsh_random_rotations(H, D, 2, factors, hash_gen), factors);
+  core::Generator gen(124);
+  gen.reserve(5);
+  const uint64_t first = gen.offset();
+  const Tensor out = layers::lsh_attention_hashed(qk, v, mask, scale, h, p, &gen);
+  CHECK(gen.offset() == first + uint64_t(2 * B * H * T * T / 4));
+  core::sum(core::mul(out, w)).backward();
+  const Tensor dqk = qk.grad(), dv = v.grad();
+  qk.zero_grad(), v.zero_grad();
+  const Tensor ref = tfm::test::dense_rounds_reference(qk, normalized_keys(qk), v, allowed_from_order(h, mask, B, H),
+                                                       true, scale, p, gen.seed(), first);
+  core::sum(core::mul(ref, w)).backward();
+  CHECK(max_abs_diff(out, ref.detach()) < 2e-5f);
+  CHECK(max_abs_diff(dqk, qk.grad()) < 1e-4f);
+  CHECK(max_abs_diff(dv, v.grad()) < 1e-4f);
+  // p = 0 draws nothing and equals the plain call.
+  const uint64_t offset = gen.offset();
+  CHECK(max_abs_diff(layers::lsh_attention_hashed(qk, v, mask, scale, h, 0.0f, &gen),
+                     layers::lsh_attention_hashed(qk, v, mask, scale, h)) == 0.0f);
+  CHECK(gen.offset() == offset);
+  CHECK(max_abs_diff(out, layers::lsh_attention_hashed(qk, v, mask, scale, h)) > 0.01f);
+  CHECK_THROWS_WITH(layers::lsh_attention_hashed(qk, v, mask, scale, h, 0.5f), Contains("needs a generator"));
+  CHECK_THROWS_WITH(layers::lsh_attention_hashed(qk, v, mask, scale, h, 1.0f, &gen), Contains("[0, 1)"));
+}
+
+}  // namespace
