@@ -44,6 +44,12 @@
 // lsh_attention, costs O(T · chunk) per step and still draws fresh
 // rotations, so it matches training no better.)
 //
+// Recomputation (reversible layers, activation checkpointing): replay with
+// lsh_attention_hashed and the LshHashing of the first forward (and, with
+// dropout, a generator restored to the state it had) instead of hashing
+// again: reconstructed inputs differ by rounding, which can flip a bucket
+// (trax and HF cache the buckets for the same reason).
+//
 // Causality: given the buckets, the causal mask is exact (no output depends
 // on a later token's qk or v). The bucket assignment itself is global: a
 // later token's qk decides its bucket and so can shift which earlier keys

@@ -287,7 +287,19 @@ TEST_CASE("lsh: causal mask is exact for the buckets chosen", "[lsh]") {
     if (j > 0) CHECK(max_abs_diff(out.slice(2, 0, j), base.slice(2, 0, j)) == 0.0f);
     CHECK(max_abs_diff(out.slice(2, j, T), base.slice(2, j, T)) > 0.0f);
   }
-  // With hashing in the loop, a later token's value (which no hash reads) never leaks.
+  // With hashing in the loop a later token's qk picks its bucket, which can
+  // move earlier tokens across chunk boundaries (documented in the header,
+  // inherent in sort-and-chunk LSH): some change of token 39 shows it.
+  bool moved = false;
+  for (uint64_t trial = 0; trial < 8 && !moved; ++trial) {
+    Tensor qk2 = qk.clone();
+    qk2.slice(2, T - 1, T).copy_(random_tensor({B, H, 1, D}, 400 + trial, 2.0f));
+    const layers::LshHashing h2 = layers::lsh_hash(qk2, mask, C, h.rotations, factors);
+    moved = max_abs_diff(layers::lsh_attention_hashed(qk2, v, mask, 0.4f, h2).slice(2, 0, T - 1),
+                         base.slice(2, 0, T - 1)) > 0.0f;
+  }
+  CHECK(moved);
+  // A later token's value (which no hash reads) never leaks.
   layers::LshOptions opt;
   opt.chunk_length = C, opt.n_hashes = 2;
   core::Generator g1(4), g2(4);
