@@ -1,5 +1,8 @@
 #include "local_attention.h"
 
+#include <limits>
+#include <vector>
+
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
@@ -51,6 +54,42 @@ Tensor local_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
     });
   }
   return out;
+}
+
+Tensor local_attention_dense(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
+                             float scale, const LocalOptions& opt) {
+  TFM_CHECK(q.defined() && k.defined() && v.defined() && q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() &&
+                q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
+            "local_attention_dense: q [B, H, Tq, D] and k, v [B, H, Tk, D] do not match");
+  TFM_CHECK(opt.chunk_length >= 1, "local_attention_dense: chunk_length must be >= 1 (got ", opt.chunk_length, ")");
+  const int64_t B = q.size(0), Tq = q.size(2), Tk = k.size(2), C = opt.chunk_length;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  std::vector<float> bias(static_cast<size_t>(Tq * Tk), 0.0f);
+  for (int64_t i = 0; i < Tq; ++i) {
+    const int64_t p = mask.q_offset + i;
+    for (int64_t j = 0; j < Tk; ++j) {
+      const bool window = j / C == p / C || j / C == p / C - 1;
+      if (!window || (mask.causal && j > p)) bias[i * Tk + j] = neg_inf;
+    }
+  }
+  Tensor scores = core::add(core::matmul(core::mul(q, scale), k, false, true), core::from_vector(bias, {Tq, Tk}));
+  if (mask.key_padding.defined()) {
+    TFM_CHECK(mask.key_padding.dim() == 2 && mask.key_padding.size(0) == B && mask.key_padding.size(1) == Tk,
+              "local_attention_dense: key_padding ", core::shape_str(mask.key_padding.shape()),
+              " is not [B, Tk] = [", B, ", ", Tk, "]");
+    std::vector<float> pad = mask.key_padding.to_vector();
+    for (float& f : pad) f = f != 0.0f ? neg_inf : 0.0f;
+    scores = core::add(scores, core::from_vector(pad, {B, 1, 1, Tk}));
+  }
+  return core::matmul(core::softmax(scores, -1), v);
+}
+
+Tensor local_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
+                            float scale, float dropout_p, bool training, core::Generator& gen,
+                            const LocalOptions& opt) {
+  if (mask.q_offset == 0 && q.dim() == 4 && k.dim() == 4 && q.size(2) == k.size(2))
+    return local_attention(q, k, v, mask, scale, opt, training ? dropout_p : 0.0f, &gen);
+  return local_attention_dense(q, k, v, mask, scale, opt);
 }
 
 }  // namespace tfm::layers

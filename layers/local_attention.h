@@ -18,10 +18,9 @@
 // memory is O(T · D) per head, never T². Causality is exact: with `causal`
 // no output depends on a later token.
 //
-// mask.q_offset must be 0 (self-attention over the whole sequence). For
-// cached generation, a new query at position p sees exactly the cached keys
-// from (⌊p/C⌋ − 1)·C (clamped at 0) to p: slice the cache there and run
-// dense attention over that window (no special function is needed).
+// local_attention needs mask.q_offset = 0 (self-attention over the whole
+// sequence); cached generation uses local_attention_dense, and
+// local_backend_attend picks between the two.
 #pragma once
 
 #include <cstdint>
@@ -43,5 +42,20 @@ struct LocalOptions {
 core::Tensor local_attention(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
                              const core::AttentionMask& mask, float scale, const LocalOptions& opt,
                              float dropout_p = 0.0f, core::Generator* gen = nullptr);
+
+// The same rule computed densely (composed core ops, differentiable) for
+// queries q [B, H, Tq, D] at positions q_offset + i over keys k, v
+// [B, H, Tk, D] at positions 0 .. Tk − 1: the path for cached generation
+// (Tq = 1 per step). O(Tq · Tk) memory; no dropout.
+core::Tensor local_attention_dense(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
+                                   const core::AttentionMask& mask, float scale, const LocalOptions& opt);
+
+// Adapter with the attention backend's attend() arguments: local_attention
+// (dropout_p applied when training, mask from gen) when the call covers the
+// whole sequence (q_offset = 0, Tq = Tk), else local_attention_dense (no
+// dropout: a cached call is generation).
+core::Tensor local_backend_attend(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
+                                  const core::AttentionMask& mask, float scale, float dropout_p, bool training,
+                                  core::Generator& gen, const LocalOptions& opt);
 
 }  // namespace tfm::layers

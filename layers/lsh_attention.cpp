@@ -277,4 +277,15 @@ Tensor shared_qk_attention(const Tensor& qk_q, const Tensor& qk, const Tensor& v
   return core::matmul(core::softmax(scores, -1), v);
 }
 
+Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
+                          float scale, float dropout_p, bool training, core::Generator& gen, const LshOptions& opt) {
+  TFM_CHECK(q.defined() && k.defined(), "lsh attention: q and k must be defined");
+  if (mask.q_offset != 0 || q.dim() != 4 || k.dim() != 4 || q.size(2) != k.size(2))
+    return shared_qk_attention(q, k, v, mask, scale);
+  const bool same = q.impl() == k.impl() || (q.shares_storage(k) && q.offset() == k.offset() &&
+                                             q.shape() == k.shape() && q.strides() == k.strides());
+  TFM_CHECK(same, "lsh attention needs the shared query/key projection (q and k must be the same tensor)");
+  return lsh_attention(q, v, mask, scale, opt, gen, nullptr, training ? dropout_p : 0.0f);
+}
+
 }  // namespace tfm::layers

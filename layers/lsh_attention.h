@@ -134,4 +134,13 @@ Tensor lsh_attention(const Tensor& qk, const Tensor& v, const core::AttentionMas
 Tensor shared_qk_attention(const Tensor& qk_q, const Tensor& qk, const Tensor& v, const core::AttentionMask& mask,
                            float scale);
 
+// Adapter with the attention backend's attend() arguments, for a module
+// with the shared query/key projection (q and k must be the same tensor,
+// un-normalised): lsh_attention (dropout_p applied when training, rotations
+// and mask from gen) when the call covers the whole sequence (q_offset = 0,
+// Tq = Tk), else the generation fallback shared_qk_attention over the
+// cached qk (no dropout).
+Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
+                          float scale, float dropout_p, bool training, core::Generator& gen, const LshOptions& opt);
+
 }  // namespace tfm::layers

@@ -244,3 +244,30 @@ TEST_CASE("local: attention dropout equals core::dropout on the dense windowed p
 }
 
 }  // namespace
+
+namespace {
+
+TEST_CASE("local: cached decoding steps equal the rows of the chunked kernel", "[local]") {
+  const int64_t B = 2, H = 2, T = 21, D = 6, C = 4;
+  const Tensor q = random_tensor({B, H, T, D}, 90), k = random_tensor({B, H, T, D}, 91), v = random_tensor({B, H, T, D}, 92);
+  AttentionMask mask;
+  mask.causal = true;
+  mask.key_padding = tail_padding(T, {0, 0});
+  core::Generator gen(93);
+  const Tensor full = layers::local_backend_attend(q, k, v, mask, 0.4f, 0.5f, false, gen, {C});
+  CHECK(gen.offset() == 0);  // not training: no dropout drawn
+  CHECK(max_abs_diff(full, layers::local_attention(q, k, v, mask, 0.4f, {C})) == 0.0f);
+  CHECK(max_abs_diff(layers::local_attention_dense(q, k, v, mask, 0.4f, {C}), full) < 1e-5f);
+  for (int64_t p = 0; p < T; ++p) {
+    AttentionMask step;
+    step.causal = true;
+    step.q_offset = p;
+    step.key_padding = mask.key_padding.slice(1, 0, p + 1);
+    const Tensor o = layers::local_backend_attend(q.slice(2, p, p + 1), k.slice(2, 0, p + 1), v.slice(2, 0, p + 1),
+                                                  step, 0.4f, 0.0f, false, gen, {C});
+    INFO("step " << p);
+    CHECK(max_abs_diff(o, full.slice(2, p, p + 1)) < 1e-5f);
+  }
+}
+
+}  // namespace

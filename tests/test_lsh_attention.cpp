@@ -476,3 +476,26 @@ TEST_CASE("lsh: attention dropout equals core::dropout on the dense same-bucket 
 }
 
 }  // namespace
+
+namespace {
+
+TEST_CASE("lsh: the backend adapter runs LSH on whole sequences and the fallback on cached steps", "[lsh]") {
+  const int64_t B = 1, H = 2, T = 20, D = 6;
+  const Tensor qk = random_tensor({B, H, T, D}, 130), v = random_tensor({B, H, T, D}, 131);
+  AttentionMask mask;
+  mask.causal = true;
+  layers::LshOptions opt;
+  opt.chunk_length = 4, opt.n_hashes = 2;
+  core::Generator g1(132), g2(132);
+  CHECK(max_abs_diff(layers::lsh_backend_attend(qk, qk, v, mask, 0.4f, 0.2f, false, g1, opt),
+                     layers::lsh_attention(qk, v, mask, 0.4f, opt, g2)) == 0.0f);
+  CHECK(g1.offset() == g2.offset());  // not training: rotations only
+  AttentionMask step = mask;
+  step.q_offset = T - 1;
+  CHECK(max_abs_diff(layers::lsh_backend_attend(qk.slice(2, T - 1, T), qk, v, step, 0.4f, 0.2f, false, g1, opt),
+                     layers::shared_qk_attention(qk, qk, v, mask, 0.4f).slice(2, T - 1, T)) < 1e-6f);
+  CHECK_THROWS_WITH(layers::lsh_backend_attend(qk, qk.clone(), v, mask, 0.4f, 0.0f, false, g1, opt),
+                    Contains("shared query/key projection"));
+}
+
+}  // namespace
