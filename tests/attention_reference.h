@@ -98,6 +98,38 @@ inline core::Tensor dense_rounds_reference(const core::Tensor& q, const core::Te
   return o;
 }
 
+// Several rounds in double: one softmax per query over every (round, key)
+// pair its rounds allow (allowed: f32 [B, H, T, T] per round) — the union
+// form of combining rounds by their log-sum-exps.
+inline std::vector<double> reference_rounds_double(const core::Tensor& q, const core::Tensor& k,
+                                                   const core::Tensor& v, float scale,
+                                                   const std::vector<core::Tensor>& allowed, bool self_mask) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  const auto qv = q.to_vector(), kv = k.to_vector(), vv = v.to_vector();
+  std::vector<std::vector<float>> av;
+  for (const core::Tensor& a : allowed) av.push_back(a.to_vector());
+  std::vector<double> out(static_cast<size_t>(B * H * T * D), 0.0);
+  for (int64_t bh = 0; bh < B * H; ++bh)
+    for (int64_t i = 0; i < T; ++i) {
+      std::vector<std::pair<int64_t, double>> pairs;  // (key, score) over all rounds
+      for (const auto& a : av)
+        for (int64_t j = 0; j < T; ++j) {
+          if (a[(bh * T + i) * T + j] == 0.0f) continue;
+          double d = 0;
+          for (int64_t c = 0; c < D; ++c) d += double(qv[(bh * T + i) * D + c]) * kv[(bh * T + j) * D + c];
+          pairs.emplace_back(j, self_mask && i == j ? -1e5 : scale * d);
+        }
+      if (pairs.empty()) continue;
+      double mx = -INFINITY, den = 0;
+      for (const auto& p : pairs) mx = std::max(mx, p.second);
+      for (const auto& p : pairs) den += std::exp(p.second - mx);
+      for (const auto& p : pairs)
+        for (int64_t c = 0; c < D; ++c)
+          out[(bh * T + i) * D + c] += std::exp(p.second - mx) / den * vv[(bh * T + p.first) * D + c];
+    }
+  return out;
+}
+
 // Max |a − b| between a tensor and a double reference of the same layout.
 inline double max_abs_diff_double(const core::Tensor& a, const std::vector<double>& ref) {
   const auto va = a.to_vector();

@@ -499,3 +499,28 @@ TEST_CASE("lsh: the backend adapter runs LSH on whole sequences and the fallback
 }
 
 }  // namespace
+
+namespace {
+
+TEST_CASE("lsh: many chunks, factorised buckets and 4 rounds match a double-precision union reference", "[lsh]") {
+  const int64_t B = 2, H = 2, T = 150, D = 16, C = 8;  // Tp = 152: 19 chunks; derived buckets {4, 8}
+  const float scale = 0.25f;
+  const Tensor qk = random_tensor({B, H, T, D}, 140), v = random_tensor({B, H, T, D}, 141);
+  for (bool causal : {false, true}) {
+    AttentionMask mask;
+    mask.causal = causal;
+    mask.key_padding = tail_padding(T, {11, 0});
+    layers::LshOptions opt;
+    opt.chunk_length = C, opt.n_hashes = 4;
+    core::Generator gen(142);
+    layers::LshHashing h;
+    const Tensor out = layers::lsh_attention(qk, v, mask, scale, opt, gen, &h);
+    REQUIRE(h.bucket_factors == std::vector<int64_t>{4, 8});
+    const auto ref = tfm::test::reference_rounds_double(qk, normalized_keys(qk), v, scale,
+                                                        allowed_from_order(h, mask, B, H), true);
+    INFO("causal " << causal);
+    CHECK(tfm::test::max_abs_diff_double(out, ref) < 2e-5);
+  }
+}
+
+}  // namespace
