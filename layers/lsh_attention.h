@@ -135,8 +135,8 @@ Tensor shared_qk_attention(const Tensor& qk_q, const Tensor& qk, const Tensor& v
                            float scale);
 
 // Adapter with the attention backend's attend() arguments, for a module
-// with the shared query/key projection (q and k must be the same tensor,
-// un-normalised): lsh_attention (dropout_p applied when training, rotations
+// with the shared query/key projection (q and k must hold the same,
+// un-normalised values: the same tensor, or e.g. a KV cache's copy of it): lsh_attention (dropout_p applied when training, rotations
 // and mask from gen) when the call covers the whole sequence (q_offset = 0,
 // Tq = Tk), else the generation fallback shared_qk_attention over the
 // cached qk (no dropout).

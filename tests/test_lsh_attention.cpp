@@ -494,7 +494,11 @@ TEST_CASE("lsh: the backend adapter runs LSH on whole sequences and the fallback
   step.q_offset = T - 1;
   CHECK(max_abs_diff(layers::lsh_backend_attend(qk.slice(2, T - 1, T), qk, v, step, 0.4f, 0.2f, false, g1, opt),
                      layers::shared_qk_attention(qk, qk, v, mask, 0.4f).slice(2, T - 1, T)) < 1e-6f);
-  CHECK_THROWS_WITH(layers::lsh_backend_attend(qk, qk.clone(), v, mask, 0.4f, 0.0f, false, g1, opt),
+  // A copy of qk (as a KV cache holds at the prompt step) takes the LSH path too.
+  core::Generator g3(132), g4(132);
+  CHECK(max_abs_diff(layers::lsh_backend_attend(qk, qk.clone(), v, mask, 0.4f, 0.0f, false, g3, opt),
+                     layers::lsh_attention(qk, v, mask, 0.4f, opt, g4)) == 0.0f);
+  CHECK_THROWS_WITH(layers::lsh_backend_attend(qk, core::add(qk, 1e-3f), v, mask, 0.4f, 0.0f, false, g1, opt),
                     Contains("shared query/key projection"));
 }
 
