@@ -3,8 +3,9 @@
 //
 // Shapes: B batch, H heads, T length, D head dim. Queries and keys share
 // one projection qk [B, H, T, D]; the keys are the RMS-normalised qk,
-// k̂ = qk · (mean(qk²) + 1e-6)^−½, and a score is scale · qk_i · k̂_j (with
-// scale = 1/√D this is trax's and HF's unit-length keys divided by √D).
+// k̂ = qk · (mean(qk²) + 1e-6)^−½, and a score is scale · qk_i · k̂_j. With
+// scale = 1/√D that is qk_i · qk_j/‖qk_j‖, the score of trax and HF (whose
+// keys are RMS-normalised and divided by √D, i.e. unit length).
 //
 // Algorithm (one call):
 //  1. T is padded internally to Tp, the next multiple of chunk_length (the
