@@ -33,6 +33,7 @@ struct GPTConfig {
   bool tie_embeddings = true;
   bool fused_qkv = true;
   std::string attention = "naive";
+  bool checkpoint_activations = false;  // recompute block activations in backward (less memory)
 };
 
 class GPT : public Module {

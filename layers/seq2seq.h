@@ -31,6 +31,7 @@ struct Seq2SeqConfig {
   bool tie_output = true;         // output projection = target embeddingᵀ
   int32_t pad_id = 0;
   std::string attention = "naive";
+  bool checkpoint_activations = false;  // recompute block activations in backward (less memory)
 };
 
 class Seq2Seq : public Module {

@@ -23,6 +23,7 @@ void read_shared_keys(const Config& cfg, ModelConfig& m) {
   m.activation = layers::parse_activation(cfg.get_string("model.activation"));
   m.bias = cfg.get_bool("model.bias");
   m.attention = cfg.get_string("model.attention");
+  m.checkpoint_activations = cfg.get_bool("model.checkpoint_activations");
 }
 }  // namespace
 
