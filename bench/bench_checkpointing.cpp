@@ -10,6 +10,12 @@
 // warm-up step (on a shared machine, treat it as indicative only). The two
 // modes must give the same loss (checked; exit 1 otherwise).
 //
+// Measured peak tensor memory (default model, this tree): batch 1 667.7 MB
+// without checkpointing, 139.1 MB with it (0.21x); batch 2 1293.9 MB vs
+// 202.1 MB (0.16x). Same loss in both modes. Step time with checkpointing was
+// 1.3-1.7x on a busy shared 2-core machine (recompute costs about one extra
+// forward).
+//
 // Usage: bench_checkpointing [--quick] [--steps N] [--layers L] [--block T] [--batch B]
 //   --quick: 2 layers, block 128, one timed step (a smoke run)
 #include <algorithm>
