@@ -1,13 +1,26 @@
 // Reverse-mode automatic differentiation.
 //
 // An op whose inputs require gradients records a Node holding what its
-// backward needs (saved tensors are detached handles, so the graph holds no
-// reference cycles). Tensor::backward() orders the reachable nodes
-// topologically without recursion, runs each node once with grad mode off,
-// accumulates gradients of leaves into their .grad, and releases every
-// node's saved tensors as soon as the node has run.
+// backward needs and nothing more (ops.h lists what each op keeps; saved
+// tensors are detached handles, so the graph holds no reference cycles).
+// Tensor::backward() orders the reachable nodes topologically without
+// recursion, runs each node once with grad mode off, accumulates gradients
+// of leaves into their .grad, and releases every node's saved tensors as
+// soon as the node has run. Every gradient a node returns is checked
+// against the shape of the input it belongs to.
+//
+// Re-entrancy: a pass keeps all its state (dependency counts, pending
+// gradients) local, so a node's backward may itself build a graph (switch
+// recording back on with GradModeGuard(true)) and run a nested pass on it
+// with grad() or run_backward(); activation checkpointing (checkpoint.h)
+// does exactly that. The only shared state is the per-thread grad mode,
+// which every guard restores. A nested pass must not reach nodes of the
+// outer graph that have not run yet (they would run twice); pass it a
+// sub-graph built from detached inputs. Backward functions themselves run
+// with grad mode off, so gradients of gradients are not recorded.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -19,14 +32,21 @@ namespace tfm::core {
 
 // Where the gradient for one input of a node goes: the node that produced
 // the input, or the leaf tensor that accumulates it (or nowhere).
+// `shape` is the input's shape: the gradient sent along the edge must have it.
 struct Edge {
   std::shared_ptr<Node> node;
   std::shared_ptr<TensorImpl> leaf;
+  Shape shape;
   bool active() const { return node || leaf; }
 };
 
+// The sequence number the next node created will get (numbers only grow, per
+// process), so a caller can tell which nodes were recorded after a point.
+uint64_t next_node_sequence();
+
 class Node {
  public:
+  Node();
   virtual ~Node();  // iterative: destroying a 100k-node chain does not recurse
   virtual const char* name() const = 0;
   // Given dLoss/dOutput, returns dLoss/dInput for each input, in the order
@@ -37,6 +57,7 @@ class Node {
 
   std::vector<Edge> next;  // one per input
   bool released = false;
+  const uint64_t sequence;  // creation order (see next_node_sequence)
 };
 
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
@@ -58,15 +79,22 @@ class FunctionNode final : public Node {
 
 // Grad mode: ops record nodes only while it is on (default on, per thread).
 bool grad_enabled();
-class NoGradGuard {
+// Sets grad mode for a scope and restores the previous mode on exit (also
+// when unwinding). GradModeGuard(true) inside a backward function records
+// the graph of a recomputation.
+class GradModeGuard {
  public:
-  NoGradGuard();
-  ~NoGradGuard();
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  explicit GradModeGuard(bool enabled);
+  ~GradModeGuard();
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool prev_;
+};
+class NoGradGuard : public GradModeGuard {
+ public:
+  NoGradGuard() : GradModeGuard(false) {}
 };
 
 // True when grad mode is on and any of the inputs requires grad.
@@ -80,7 +108,20 @@ inline void record(Tensor& out, const char* name, const std::vector<Tensor>& inp
   record(out, std::make_shared<FunctionNode>(name, std::move(fn)), inputs);
 }
 
-// Runs the backward pass from `root` seeded with `seed` (same shape).
+// Runs the backward pass from `root` seeded with `seed` (same shape):
+// gradients of every leaf reached are accumulated into its .grad.
 void run_backward(const Tensor& root, const Tensor& seed);
+
+// Gradients of the roots `outputs` (seeded with `output_grads`, one each,
+// same shapes) with respect to `inputs` (leaves or non-leaves), returned in
+// the order of `inputs`: the total derivative over every path, undefined for
+// an input no root reaches. The inputs' .grad is never touched. With
+// accumulate_leaves false only the nodes on paths to an input run and no
+// other leaf changes; with it true the whole graph runs as in backward()
+// and every other leaf reached accumulates its gradient into .grad (how a
+// recomputed sub-graph hands its parameters their gradients). Nodes that run
+// release their saved tensors, as in backward().
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& output_grads,
+                         const std::vector<Tensor>& inputs, bool accumulate_leaves = false);
 
 }  // namespace tfm::core

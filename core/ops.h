@@ -11,6 +11,26 @@
 // Shapes: binary elementwise ops follow NumPy broadcasting (align trailing
 // dims; a dim of 1 stretches). Outputs are new contiguous tensors except for
 // the view ops, which share storage.
+//
+// Saved for backward ("keeps"): each op holds only what its backward reads,
+// and only for the inputs that require grad (shapes and scalars aside):
+//   add, sub, add/sub/rsub/mul/div by a scalar, neg       nothing
+//   mul(a, b)       a only if b requires grad, b only if a does
+//   div(a, b)       b; a only if b requires grad
+//   rdiv(s, x)      input and output
+//   exp, sqrt, tanh, sigmoid, relu                        output
+//   log, pow, abs, gelu, silu                             input
+//   rsqrt           input and output
+//   where           the condition;  comparisons record nothing
+//   sum, mean, sum_to, every shape op, concat, stack      nothing
+//   max             input and the maxima (for the tie mask)
+//   matmul(a, b)    a only if b requires grad, b only if a does
+//   linear          the input only if the weight requires grad, the weight
+//                   only if the input does, nothing for the bias
+//   softmax, log_softmax                                  output
+//   layer_norm, rms_norm   input, per-row mean and 1/std, the weight
+//   embedding       the indices;  cross_entropy   logits, row log-sum-exp, targets
+//   dropout         nothing (the mask is regenerated from the generator state)
 #pragma once
 
 #include <vector>

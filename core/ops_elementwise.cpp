@@ -35,18 +35,43 @@ void check_f32(const Tensor& t, const char* op) {
             shape_str(t.shape()));
 }
 
+// dx = g * df(x, y), fused in one pass; reads x and y only when saved.
+template <bool kx, bool ky, class D>
+Tensor unary_backward(const Tensor& g, const Tensor& xd, const Tensor& yd, D df) {
+  Tensor dx = empty(g.shape());
+  const Tensor gc = g.contiguous();
+  const Tensor xc = kx ? xd.contiguous() : Tensor(), yc = ky ? yd.contiguous() : Tensor();
+  const float* xp = kx ? xc.data<float>() : nullptr;
+  const float* yp = ky ? yc.data<float>() : nullptr;
+  const float* gp = gc.data<float>();
+  float* dp = dx.data<float>();
+  const int64_t n = dx.numel();
+#pragma omp parallel for schedule(static) if (should_parallelize(n))
+  for (int64_t i = 0; i < n; ++i) {
+    float xv = 0.0f, yv = 0.0f;
+    if constexpr (kx) xv = xp[i];
+    if constexpr (ky) yv = yp[i];
+    dp[i] = gp[i] * df(xv, yv);
+  }
+  return dx;
+}
+
 // Binary op skeleton: checks, broadcasts, computes f, and records `grads`
 // (which returns the gradients at the broadcast shape; sum_to reduces them).
-template <class F, class G>
-Tensor binary_op(const char* name, const Tensor& a, const Tensor& b, F f, G grads) {
+// `keeps(ra, rb)` says which operands the backward reads given which inputs
+// require grad; only those are saved (the others reach `grads` undefined).
+template <class F, class K, class G>
+Tensor binary_op(const char* name, const Tensor& a, const Tensor& b, F f, K keeps, G grads) {
   check_f32(a, name);
   check_f32(b, name);
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = map_binary(a, b, shape, f);
   if (needs_grad({&a, &b})) {
+    const bool ra = a.requires_grad(), rb = b.requires_grad();
+    const auto [keep_a, keep_b] = keeps(ra, rb);
     record(out, name, {a, b},
-           [grads, sa = a.shape(), sb = b.shape(), ra = a.requires_grad(), rb = b.requires_grad(),
-            ad = a.detach(), bd = b.detach()](const Tensor& g) -> std::vector<Tensor> {
+           [grads, sa = a.shape(), sb = b.shape(), ra, rb, ad = keep_a ? a.detach() : Tensor(),
+            bd = keep_b ? b.detach() : Tensor()](const Tensor& g) -> std::vector<Tensor> {
              auto [ga, gb] = grads(g, ad, bd, ra, rb);
              return {ra ? sum_to(ga, sa) : Tensor(), rb ? sum_to(gb, sb) : Tensor()};
            });
@@ -54,42 +79,40 @@ Tensor binary_op(const char* name, const Tensor& a, const Tensor& b, F f, G grad
   return out;
 }
 
+// What a unary op's backward reads: nothing (constant derivative), its
+// input, its output, or both.
+enum class Keeps { nothing, input, output, both };
+
 // Unary op skeleton: y = f(x); backward gives g * df(x, y) elementwise.
-template <class F, class D>
+// Only the operands named by K are saved; df receives 0 for the others.
+template <Keeps K, class F, class D>
 Tensor unary_op(const char* name, const Tensor& x, F f, D df) {
   check_f32(x, name);
   Tensor y = map_unary(x, f);
   if (needs_grad({&x})) {
-    record(y, name, {x}, [df, xd = x.detach(), yd = y.detach()](const Tensor& g) -> std::vector<Tensor> {
-      // dx = g * df(x, y), fused in one pass over three operands.
-      Tensor dx = empty(g.shape());
-      const Tensor xc = xd.contiguous(), yc = yd.contiguous(), gc = g.contiguous();
-      const float* xp = xc.data<float>();
-      const float* yp = yc.data<float>();
-      const float* gp = gc.data<float>();
-      float* dp = dx.data<float>();
-      const int64_t n = dx.numel();
-#pragma omp parallel for schedule(static) if (should_parallelize(n))
-      for (int64_t i = 0; i < n; ++i) dp[i] = gp[i] * df(xp[i], yp[i]);
-      return {dx};
-    });
+    constexpr bool kx = K == Keeps::input || K == Keeps::both, ky = K == Keeps::output || K == Keeps::both;
+    record(y, name, {x},
+           [df, xd = kx ? x.detach() : Tensor(), yd = ky ? y.detach() : Tensor()](const Tensor& g) -> std::vector<Tensor> {
+             return {unary_backward<kx, ky>(g, xd, yd, df)};
+           });
   }
   return y;
 }
 
 using Grads = std::pair<Tensor, Tensor>;
+using Keep2 = std::pair<bool, bool>;
 
 }  // namespace
 
 // ---------------------------------------------------------------- arithmetic
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  return binary_op("add", a, b, [](float x, float y) { return x + y; },
+  return binary_op("add", a, b, [](float x, float y) { return x + y; }, [](bool, bool) { return Keep2{false, false}; },
                    [](const Tensor& g, const Tensor&, const Tensor&, bool, bool) { return Grads{g, g}; });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  return binary_op("sub", a, b, [](float x, float y) { return x - y; },
+  return binary_op("sub", a, b, [](float x, float y) { return x - y; }, [](bool, bool) { return Keep2{false, false}; },
                    [](const Tensor& g, const Tensor&, const Tensor&, bool, bool rb) {
                      return Grads{g, rb ? neg(g) : Tensor()};
                    });
@@ -97,6 +120,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   return binary_op("mul", a, b, [](float x, float y) { return x * y; },
+                   [](bool ra, bool rb) { return Keep2{rb, ra}; },  // each operand only for the other's gradient
                    [](const Tensor& g, const Tensor& x, const Tensor& y, bool ra, bool rb) {
                      return Grads{ra ? mul(g, y) : Tensor(), rb ? mul(g, x) : Tensor()};
                    });
@@ -104,6 +128,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 Tensor div(const Tensor& a, const Tensor& b) {
   return binary_op("div", a, b, [](float x, float y) { return x / y; },
+                   [](bool, bool rb) { return Keep2{rb, true}; },  // y always, x only for dL/dy
                    [](const Tensor& g, const Tensor& x, const Tensor& y, bool ra, bool rb) {
                      Tensor gx = div(g, y);
                      // d(x/y)/dy = -x/y² = -(g/y)·x/y
@@ -113,59 +138,59 @@ Tensor div(const Tensor& a, const Tensor& b) {
 
 // Scalar forms: one pass, no broadcast bookkeeping.
 Tensor add(const Tensor& a, float s) {
-  return unary_op("add_scalar", a, [s](float x) { return x + s; }, [](float, float) { return 1.0f; });
+  return unary_op<Keeps::nothing>("add_scalar", a, [s](float x) { return x + s; }, [](float, float) { return 1.0f; });
 }
 Tensor sub(const Tensor& a, float s) { return add(a, -s); }
 Tensor rsub(float s, const Tensor& a) {
-  return unary_op("rsub_scalar", a, [s](float x) { return s - x; }, [](float, float) { return -1.0f; });
+  return unary_op<Keeps::nothing>("rsub_scalar", a, [s](float x) { return s - x; }, [](float, float) { return -1.0f; });
 }
 Tensor mul(const Tensor& a, float s) {
-  return unary_op("mul_scalar", a, [s](float x) { return x * s; }, [s](float, float) { return s; });
+  return unary_op<Keeps::nothing>("mul_scalar", a, [s](float x) { return x * s; }, [s](float, float) { return s; });
 }
 Tensor div(const Tensor& a, float s) { return mul(a, 1.0f / s); }
 Tensor rdiv(float s, const Tensor& a) {
-  return unary_op("rdiv_scalar", a, [s](float x) { return s / x; }, [](float x, float y) { return -y / x; });
+  return unary_op<Keeps::both>("rdiv_scalar", a, [s](float x) { return s / x; }, [](float x, float y) { return -y / x; });
 }
 
 // ---------------------------------------------------------------- unary math
 
 Tensor neg(const Tensor& x) {
-  return unary_op("neg", x, [](float v) { return -v; }, [](float, float) { return -1.0f; });
+  return unary_op<Keeps::nothing>("neg", x, [](float v) { return -v; }, [](float, float) { return -1.0f; });
 }
 Tensor exp(const Tensor& x) {
-  return unary_op("exp", x, [](float v) { return vmath::vexp(v); }, [](float, float y) { return y; });
+  return unary_op<Keeps::output>("exp", x, [](float v) { return vmath::vexp(v); }, [](float, float y) { return y; });
 }
 Tensor log(const Tensor& x) {
-  return unary_op("log", x, [](float v) { return std::log(v); }, [](float v, float) { return 1.0f / v; });
+  return unary_op<Keeps::input>("log", x, [](float v) { return std::log(v); }, [](float v, float) { return 1.0f / v; });
 }
 Tensor sqrt(const Tensor& x) {
-  return unary_op("sqrt", x, [](float v) { return std::sqrt(v); }, [](float, float y) { return 0.5f / y; });
+  return unary_op<Keeps::output>("sqrt", x, [](float v) { return std::sqrt(v); }, [](float, float y) { return 0.5f / y; });
 }
 Tensor rsqrt(const Tensor& x) {
-  return unary_op("rsqrt", x, [](float v) { return 1.0f / std::sqrt(v); },
+  return unary_op<Keeps::both>("rsqrt", x, [](float v) { return 1.0f / std::sqrt(v); },
                   [](float v, float y) { return -0.5f * y / v; });
 }
 Tensor pow(const Tensor& x, float p) {
-  return unary_op("pow", x, [p](float v) { return std::pow(v, p); },
+  return unary_op<Keeps::input>("pow", x, [p](float v) { return std::pow(v, p); },
                   [p](float v, float) { return p == 0.0f ? 0.0f : p * std::pow(v, p - 1.0f); });
 }
 Tensor abs(const Tensor& x) {
-  return unary_op("abs", x, [](float v) { return std::fabs(v); },
+  return unary_op<Keeps::input>("abs", x, [](float v) { return std::fabs(v); },
                   [](float v, float) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); });
 }
 Tensor tanh(const Tensor& x) {
-  return unary_op("tanh", x, [](float v) { return vmath::vtanh(v); }, [](float, float y) { return 1.0f - y * y; });
+  return unary_op<Keeps::output>("tanh", x, [](float v) { return vmath::vtanh(v); }, [](float, float y) { return 1.0f - y * y; });
 }
 Tensor sigmoid(const Tensor& x) {
-  return unary_op("sigmoid", x, [](float v) { return 1.0f / (1.0f + vmath::vexp(-v)); },
+  return unary_op<Keeps::output>("sigmoid", x, [](float v) { return 1.0f / (1.0f + vmath::vexp(-v)); },
                   [](float, float y) { return y * (1.0f - y); });
 }
 Tensor relu(const Tensor& x) {
-  return unary_op("relu", x, [](float v) { return v > 0.0f ? v : 0.0f; },
-                  [](float v, float) { return v > 0.0f ? 1.0f : 0.0f; });
+  return unary_op<Keeps::output>("relu", x, [](float v) { return v > 0.0f ? v : 0.0f; },
+                  [](float, float y) { return y > 0.0f ? 1.0f : 0.0f; });  // y > 0 exactly when x > 0
 }
 Tensor silu(const Tensor& x) {
-  return unary_op("silu", x, [](float v) { return v / (1.0f + vmath::vexp(-v)); },
+  return unary_op<Keeps::input>("silu", x, [](float v) { return v / (1.0f + vmath::vexp(-v)); },
                   [](float v, float) {
                     const float s = 1.0f / (1.0f + vmath::vexp(-v));
                     return s * (1.0f + v * (1.0f - s));
@@ -178,12 +203,12 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
   constexpr float kCoef = 0.044715f;
   if (approx == GeluApprox::erf) {
     // x·Φ(x), Φ the normal CDF (= (1 + erf(x/√2))/2, kept precise in the tail).
-    return unary_op("gelu_erf", x, [](float v) { return v * vmath::vnormal_cdf(v); },
+    return unary_op<Keeps::input>("gelu_erf", x, [](float v) { return v * vmath::vnormal_cdf(v); },
                     [](float v, float) {
                       return vmath::vnormal_cdf(v) + v * kInvSqrt2Pi * vmath::vexp(-0.5f * v * v);
                     });
   }
-  return unary_op("gelu_tanh", x,
+  return unary_op<Keeps::input>("gelu_tanh", x,
                   [](float v) { return 0.5f * v * (1.0f + vmath::vtanh(kSqrt2OverPi * (v + kCoef * v * v * v))); },
                   [](float v, float) {
                     const float t = vmath::vtanh(kSqrt2OverPi * (v + kCoef * v * v * v));

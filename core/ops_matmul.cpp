@@ -109,19 +109,21 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
             shape_str(a.shape()), (ta ? "ᵀ" : ""), " x ", shape_str(b.shape()), (tb ? "ᵀ" : ""));
   Tensor out = matmul_forward(maybe_t(a, ta), maybe_t(b, tb));
   if (needs_grad({&a, &b})) {
+    // da reads b and db reads a: each operand is kept only for the other's gradient.
+    const bool ra = a.requires_grad(), rb = b.requires_grad();
     record(out, "matmul", {a, b},
-           [ad = a.detach(), bd = b.detach(), ta, tb, ra = a.requires_grad(),
-            rb = b.requires_grad()](const Tensor& g) -> std::vector<Tensor> {
+           [ad = rb ? a.detach() : Tensor(), bd = ra ? b.detach() : Tensor(), sa = a.shape(), sb = b.shape(), ta,
+            tb, ra, rb](const Tensor& g) -> std::vector<Tensor> {
              Tensor da, db;
-             if (ra) da = sum_to(ta ? matmul(bd, g, tb, true) : matmul(g, bd, false, !tb), ad.shape());
+             if (ra) da = sum_to(ta ? matmul(bd, g, tb, true) : matmul(g, bd, false, !tb), sa);
              if (rb) {
-               if (bd.dim() == 2 && ad.dim() > 2) {
+               if (sb.size() == 2 && sa.size() > 2) {
                  // Shared weight: fold the batch into the rows, one GEMM.
                  Tensor a2 = maybe_t(ad, ta).reshape({-1, ad.size(ta ? -2 : -1)});
                  Tensor g2 = g.reshape({-1, g.size(-1)});
                  db = tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
                } else {
-                 db = sum_to(tb ? matmul(g, ad, true, ta) : matmul(ad, g, !ta, false), bd.shape());
+                 db = sum_to(tb ? matmul(g, ad, true, ta) : matmul(ad, g, !ta, false), sb);
                }
              }
              return {da, db};
@@ -155,8 +157,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                    out.data<float>(), 1, x2.size(0), out_f);
   }
   if (needs_grad({&x, &weight, &bias})) {
+    // dx reads the weight, dW reads the input, db reads neither.
+    const bool rx = x.requires_grad(), rw = weight.requires_grad();
     record(out, "linear", {x, weight, bias},
-           [x2, w, xs = x.shape(), rx = x.requires_grad(), rw = weight.requires_grad(),
+           [x2 = rw ? x2 : Tensor(), w = rx ? w : Tensor(), xs = x.shape(), rx, rw,
             rb = bias.defined() && bias.requires_grad()](const Tensor& g) -> std::vector<Tensor> {
              Tensor g2 = g.reshape({-1, g.size(-1)});
              return {rx ? matmul(g2, w).reshape(xs) : Tensor(), rw ? matmul(g2, x2, true, false) : Tensor(),

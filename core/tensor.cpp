@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <iomanip>
@@ -210,10 +211,31 @@ Tensor Tensor::clone() const { return core::clone(*this); }
 // ---------------------------------------------------------------- in-place updates
 
 namespace {
+// True when two logical elements of t may share one memory location: a
+// dim of size > 1 with stride 0 (expand, broadcast) or strides that
+// interleave. Sorted by stride, each dim must step past everything the
+// smaller dims span; layouts failing that are treated as overlapping (views
+// made by this library never are, unless they do overlap).
+bool may_overlap(const Tensor& t) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, size) of dims with size > 1
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.shape()[d] > 1) dims.emplace_back(std::abs(t.strides()[d]), t.shape()[d]);
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 0;  // highest offset reachable with the dims so far (from 0)
+  for (const auto& [stride, size] : dims) {
+    if (stride <= span) return true;
+    span += stride * (size - 1);
+  }
+  return false;
+}
+
 void check_inplace(const Tensor& t, const char* op) {
   TFM_CHECK(t.defined(), op, ": undefined tensor");
   TFM_CHECK(!(grad_enabled() && t.requires_grad()), op,
             ": in-place update of a tensor that requires grad while grad mode is on (use NoGradGuard)");
+  TFM_CHECK(!may_overlap(t), op, ": the destination of shape ", shape_str(t.shape()), " and strides ",
+            shape_str(t.strides()),
+            " has elements that share memory (an expanded or broadcast view); write into a contiguous tensor");
 }
 }  // namespace
 

@@ -1,5 +1,6 @@
 #include "blocks.h"
 
+#include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/ops.h"
 
@@ -50,7 +51,8 @@ Tensor TransformerBlock::forward(const Tensor& x_in, const AttentionMask& self_m
 }
 
 TransformerStack::TransformerStack(const BlockOptions& opt, int64_t n_layers, bool cross_attention,
-                                   std::shared_ptr<core::Generator> gen) {
+                                   std::shared_ptr<core::Generator> gen)
+    : checkpoint_(opt.checkpoint), gen_(gen) {
   TFM_CHECK(n_layers > 0, "transformer: n_layers must be positive, got ", n_layers);
   layers = register_module("layers", std::make_shared<ModuleList<TransformerBlock>>());
   for (int64_t i = 0; i < n_layers; ++i) {
@@ -76,7 +78,18 @@ Tensor TransformerStack::forward(const Tensor& x_in, const AttentionMask& self_m
   for (std::size_t i = 0; i < layers->size(); ++i) {
     KVCache* sc = self_caches ? &(*self_caches)[i] : nullptr;
     KVCache* cc = cross_caches ? &(*cross_caches)[i] : nullptr;
-    x = (*layers)[i].forward(x, self_mask, memory, memory_mask, sc, cc);
+    const TransformerBlock* block = &(*layers)[i];
+    if (checkpoint_ && !sc && !cc) {
+      std::vector<Tensor> inputs{x};
+      if (memory.defined()) inputs.push_back(memory);
+      x = core::checkpoint(
+          [block, self_mask, memory_mask](const std::vector<Tensor>& in) {
+            return block->forward(in[0], self_mask, in.size() > 1 ? in[1] : Tensor(), memory_mask);
+          },
+          inputs, {gen_.get()});
+    } else {
+      x = block->forward(x, self_mask, memory, memory_mask, sc, cc);
+    }
   }
   return final_norm ? final_norm->forward(x) : x;
 }

@@ -29,6 +29,9 @@ struct BlockOptions {
   AttentionBackendOptions attention_options;
   std::vector<std::string> attention_pattern;  // TransformerStack: layer i uses pattern[i % size] (empty: attention)
   std::shared_ptr<const RotaryEmbedding> rope;  // self-attention only
+  // Recompute each block's forward in backward instead of keeping its
+  // activations (core/checkpoint.h); only the block inputs are stored.
+  bool checkpoint = false;
 };
 
 // BlockOptions from a model config (GPTConfig, Seq2SeqConfig): both carry
@@ -48,6 +51,7 @@ BlockOptions block_options(const ModelConfig& c, std::shared_ptr<const RotaryEmb
   b.attention_options = c.attention_options;
   b.attention_pattern = c.attention_pattern;
   b.rope = std::move(rope);
+  b.checkpoint = c.checkpoint_activations;
   return b;
 }
 
@@ -71,7 +75,11 @@ class TransformerBlock : public Module {
   std::shared_ptr<Dropout> drop_;
 };
 
-// A stack of blocks plus, for pre-norm, the final norm.
+// A stack of blocks plus, for pre-norm, the final norm. With
+// opt.checkpoint, each block runs under core::checkpoint when recording
+// (no KV caches): its inputs x (and memory, whose gradient flows back to the
+// encoder) are kept, and the block is recomputed in backward with the
+// dropout stream of `gen` replayed, giving the same gradients.
 class TransformerStack : public Module {
  public:
   TransformerStack(const BlockOptions& opt, int64_t n_layers, bool cross_attention,
@@ -81,6 +89,10 @@ class TransformerStack : public Module {
                  std::vector<KVCache>* cross_caches = nullptr) const;
   std::shared_ptr<ModuleList<TransformerBlock>> layers;
   std::shared_ptr<Norm> final_norm;  // null for post-norm
+
+ private:
+  bool checkpoint_;
+  std::shared_ptr<core::Generator> gen_;
 };
 
 }  // namespace tfm::layers

@@ -35,6 +35,7 @@ struct GPTConfig {
   std::string attention = "naive";  // a backend with causal masks (and dropout when dropout > 0)
   AttentionBackendOptions attention_options;
   std::vector<std::string> attention_pattern;  // per-layer backends, repeated over the layers; empty: attention
+  bool checkpoint_activations = false;  // recompute block activations in backward (less memory)
 };
 
 class GPT : public Module {

@@ -33,6 +33,7 @@ struct Seq2SeqConfig {
   std::string attention = "naive";  // needs causal and key-padding masks and cross-attention
   AttentionBackendOptions attention_options;
   std::vector<std::string> attention_pattern;  // per-layer backends, repeated over the layers; empty: attention
+  bool checkpoint_activations = false;  // recompute block activations in backward (less memory)
 };
 
 class Seq2Seq : public Module {

@@ -231,3 +231,30 @@ TEST_CASE("randn and uniform have the right moments", "[rng]") {
   CHECK(lo >= -1.0f);
   CHECK(hi < 3.0f);
 }
+
+TEST_CASE("in-place ops reject destinations whose elements share memory", "[tensor]") {
+  Tensor row = from_vector({1, 2, 3}, {1, 3});
+  Tensor wide = row.expand({4, 3});  // stride 0 over 4 rows: one row in memory
+  REQUIRE_THROWS_WITH(wide.fill_(0.0f), Contains("fill_") && Contains("share memory") && Contains("[4, 3]"));
+  REQUIRE_THROWS_WITH(wide.copy_(ones({4, 3})), Contains("copy_") && Contains("share memory"));
+  REQUIRE_THROWS_WITH(wide.add_(ones({4, 3})), Contains("add_") && Contains("share memory"));
+  REQUIRE_THROWS_WITH(wide.mul_(2.0f), Contains("mul_") && Contains("share memory"));
+  CHECK(row.to_vector() == std::vector<float>{1, 2, 3});  // nothing was written
+  // Interleaving strides overlap too: [3, 2] over strides [1, 1].
+  Tensor base = arange(8);
+  auto impl = std::make_shared<TensorImpl>(*base.impl());
+  impl->shape = {3, 2};
+  impl->strides = {1, 1};
+  REQUIRE_THROWS_WITH(Tensor(impl).fill_(0.0f), Contains("share memory"));
+  // Views whose elements are distinct are fine: slices, transposes, steps,
+  // and size-1 dims with any stride.
+  Tensor m = zeros({4, 6});
+  m.slice(1, 1, 5, 2).fill_(1.0f);
+  m.transpose(0, 1).slice(0, 0, 1).add_(ones({1, 4}));
+  m.slice(0, 2, 3).mul_(3.0f);
+  m.unsqueeze(0).expand({1, 4, 6}).add_(ones({4, 6}));
+  CHECK(m.at({0, 0}) == 2.0f);
+  CHECK(m.at({0, 1}) == 2.0f);
+  CHECK(m.at({2, 3}) == 4.0f);  // (1 · 3) + 1
+  CHECK(m.at({3, 4}) == 1.0f);
+}

@@ -90,6 +90,8 @@ std::vector<KeySpec> make_schema() {
       key("model.tie_embeddings", V::boolean, "true", "output projection shares the (target) token embedding"),
       key("model.share_embeddings", V::boolean, "false", "seq2seq: one embedding for source and target"),
       key("model.fused_qkv", V::boolean, "true", "gpt: one fused q/k/v projection"),
+      key("model.checkpoint_activations", V::boolean, "false",
+          "recompute each block's forward in backward instead of storing its activations (less memory, ~1/3 more compute)"),
       // ---- data
       key("data.path", V::string, "", "UTF-8 text file (gpt) or TSV of source<TAB>target (seq2seq): the training data"),
       key("data.valid_path", V::string, "",

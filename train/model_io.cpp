@@ -25,6 +25,7 @@ void read_shared_keys(const Config& cfg, ModelConfig& m) {
   m.attention = cfg.get_string("model.attention");
   m.attention_options = attention_options(cfg);
   m.attention_pattern = layers::parse_attention_pattern(cfg.get_string("model.attention_pattern"));
+  m.checkpoint_activations = cfg.get_bool("model.checkpoint_activations");
 }
 }  // namespace
 
