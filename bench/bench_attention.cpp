@@ -1,0 +1,174 @@
+// Attention benchmark: naive (core ops: matmul, softmax, matmul, autograd
+// backward) against flash (core/flash_attention.h), forward + backward.
+//
+// B = 1, H = 8, D = 64, causal and not, T = 512 ... 16384 (doubling). For
+// each: median wall time of forward + backward (ms) over a few repeats after
+// one warm-up, and the peak tensor memory above what the inputs hold
+// (core::memory_stats; deterministic, scratch of the flash kernel excluded:
+// it is per-thread std::vector memory of ~(2·kv_tile·D + 2·q_tile·kv_tile +
+// q_tile·D) floats). Naive is skipped where its [H, T, T] tensors would not
+// fit in --naive-gb GB (default 12: about 6 score-sized tensors are alive at
+// the peak).
+//
+// Usage: bench_attention [--max-t T] [--naive-gb G] [--reps N] [--tiles]
+//   --tiles   instead of the table, time flash fwd+bwd at T = 2048 for a grid
+//             of (q_tile, kv_tile) to choose the defaults.
+// The machine is shared: timings are indicative only.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/allocator.h"
+#include "core/autograd.h"
+#include "core/flash_attention.h"
+#include "core/ops.h"
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace {
+
+using namespace tfm::core;
+using clk = std::chrono::steady_clock;
+
+constexpr int64_t kHeads = 8, kDim = 64;
+
+Tensor causal_bias(int64_t t) {
+  Tensor bias = zeros({t, t});
+  float* p = bias.data<float>();
+  for (int64_t i = 0; i < t; ++i)
+    for (int64_t j = i + 1; j < t; ++j) p[i * t + j] = -std::numeric_limits<float>::infinity();
+  return bias;
+}
+
+struct Inputs {
+  Tensor q, k, v, dout, bias;
+};
+
+Inputs make_inputs(int64_t t, bool causal) {
+  Generator g(1);
+  Inputs in{randn({1, kHeads, t, kDim}, g), randn({1, kHeads, t, kDim}, g), randn({1, kHeads, t, kDim}, g),
+            randn({1, kHeads, t, kDim}, g), causal ? causal_bias(t) : Tensor()};
+  in.q.set_requires_grad(), in.k.set_requires_grad(), in.v.set_requires_grad();
+  return in;
+}
+
+// One forward + backward; returns the seconds it took.
+double run_naive(Inputs& in) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+  in.q.zero_grad(), in.k.zero_grad(), in.v.zero_grad();
+  const auto t0 = clk::now();
+  {
+    Tensor s = matmul(mul(in.q, scale), in.k, false, true);
+    if (in.bias.defined()) s = add(s, in.bias);
+    matmul(softmax(s, -1), in.v).backward(in.dout);
+  }
+  return std::chrono::duration<double>(clk::now() - t0).count();
+}
+
+double run_flash(Inputs& in, bool causal, const FlashOptions& opt) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+  in.q.zero_grad(), in.k.zero_grad(), in.v.zero_grad();
+  AttentionMask m;
+  m.causal = causal;
+  Generator gen(0);
+  const auto t0 = clk::now();
+  flash_attention(in.q, in.k, in.v, m, scale, 0.0f, false, gen, opt).backward(in.dout);
+  return std::chrono::duration<double>(clk::now() - t0).count();
+}
+
+struct Measure {
+  double ms = 0;
+  int64_t peak_bytes = 0;
+};
+
+template <class F>
+Measure measure(F f, int reps) {
+  const int64_t before = memory_stats().current_bytes;
+  reset_peak_memory();
+  f();  // warm-up (and the peak: every repeat allocates the same)
+  Measure m;
+  m.peak_bytes = memory_stats().peak_bytes - before;
+  std::vector<double> times;
+  for (int r = 0; r < reps; ++r) times.push_back(f());
+  std::sort(times.begin(), times.end());
+  m.ms = 1e3 * times[times.size() / 2];
+  return m;
+}
+
+int reps_for(int64_t t, int base) { return std::max(1, base * 2048 / static_cast<int>(std::max<int64_t>(t, 2048))); }
+
+void tile_grid(int reps) {
+  const int64_t t = 2048;
+  std::printf("flash fwd+bwd at T = %ld, B = 1, H = %ld, D = %ld, %d threads (median of %d)\n", static_cast<long>(t),
+              static_cast<long>(kHeads), static_cast<long>(kDim), num_threads(), reps);
+  std::printf("%8s %8s %12s %12s\n", "q_tile", "kv_tile", "causal ms", "full ms");
+  for (const int64_t bq : {16, 32, 64, 128, 256})
+    for (const int64_t bk : {64, 128, 256, 512}) {
+      double ms[2];
+      for (const bool causal : {true, false}) {
+        Inputs in = make_inputs(t, causal);
+        ms[causal ? 0 : 1] = measure([&] { return run_flash(in, causal, {bq, bk}); }, reps).ms;
+      }
+      std::printf("%8ld %8ld %12.1f %12.1f\n", static_cast<long>(bq), static_cast<long>(bk), ms[0], ms[1]);
+      std::fflush(stdout);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t max_t = 16384;
+  double naive_gb = 12.0;
+  int reps = 3;
+  bool tiles = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--max-t" && i + 1 < argc) {
+      max_t = std::atoll(argv[++i]);
+    } else if (a == "--naive-gb" && i + 1 < argc) {
+      naive_gb = std::atof(argv[++i]);
+    } else if (a == "--reps" && i + 1 < argc) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--tiles") {
+      tiles = true;
+    } else {
+      std::fprintf(stderr, "usage: bench_attention [--max-t T] [--naive-gb G] [--reps N] [--tiles]\n");
+      return 1;
+    }
+  }
+  if (tiles) {
+    tile_grid(reps);
+    return 0;
+  }
+  std::printf("attention fwd+bwd, B = 1, H = %ld, D = %ld, %d threads; ms = median of up to %d runs after a warm-up;"
+              " peak = tensor bytes above the inputs\n",
+              static_cast<long>(kHeads), static_cast<long>(kDim), num_threads(), reps);
+  std::printf("%6s %7s %12s %12s %12s %12s %8s\n", "T", "causal", "naive ms", "naive MiB", "flash ms", "flash MiB",
+              "f/n");
+  for (int64_t t = 512; t <= max_t; t *= 2)
+    for (const bool causal : {false, true}) {
+      Inputs in = make_inputs(t, causal);
+      const double score_bytes = 4.0 * kHeads * static_cast<double>(t) * t;
+      const bool naive_fits = 6.0 * score_bytes <= naive_gb * 1e9;
+      const int r = reps_for(t, reps);
+      Measure n;
+      if (naive_fits) n = measure([&] { return run_naive(in); }, r);
+      const Measure f = measure([&] { return run_flash(in, causal, {}); }, r);
+      if (naive_fits) {
+        std::printf("%6ld %7s %12.1f %12.1f %12.1f %12.1f %8.2f\n", static_cast<long>(t), causal ? "yes" : "no", n.ms,
+                    n.peak_bytes / 1048576.0, f.ms, f.peak_bytes / 1048576.0, f.ms / n.ms);
+      } else {
+        std::printf("%6ld %7s %12s %12s %12.1f %12.1f %8s\n", static_cast<long>(t), causal ? "yes" : "no", "-", "-",
+                    f.ms, f.peak_bytes / 1048576.0, "-");
+      }
+      std::fflush(stdout);
+    }
+  return 0;
+}
