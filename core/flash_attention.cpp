@@ -136,10 +136,12 @@ void gemm(int64_t m, int64_t n, int64_t kdim, const float* a, int64_t ars, int64
 
 #endif
 
-// dst[d · ld + r] = src[r · dim + d] for r < rows: a [rows, dim] tile as [dim, rows].
+// dst[d · ld + r] = src[r · dim + d] for r < rows: a [rows, dim] tile as
+// [dim, rows]. Contiguous stores (strided scalar stores a whole tile apart
+// made this the largest cost of the forward).
 void transpose_tile(const float* src, int64_t rows, int64_t dim, float* dst, int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t d = 0; d < dim; ++d) dst[d * ld + r] = src[r * dim + d];
+  for (int64_t d = 0; d < dim; ++d)
+    for (int64_t r = 0; r < rows; ++r) dst[d * ld + r] = src[r * dim + d];
 }
 
 // ---------------------------------------------------------------- masks and dropout
@@ -228,12 +230,12 @@ struct Scratch {
   Scratch(const Problem& pb, bool backward) {
     const auto d = static_cast<std::size_t>(pb.dim), bq = static_cast<std::size_t>(pb.q_tile),
                bk = static_cast<std::size_t>(pb.ld);
-    kt.resize(d * bk);
     s.resize(bq * bk);
     bias.resize(static_cast<std::size_t>(pb.tk + kLanes));
     bits.resize(bk + 8);  // dropout_row: cols + 8 words
     if (pb.drop.active()) z.resize(bq * bk);
     if (backward) {
+      kt.resize(d * bk);
       vt.resize(d * bk);
       dp.resize(bq * bk);
       dsum.resize(static_cast<std::size_t>(pb.tq));
@@ -260,7 +262,9 @@ void parallel_items(const Problem& pb, bool backward, int64_t items, Body body) 
 // ---------------------------------------------------------------- forward
 
 // Rows i0 .. i0 + rows − 1 of head bh: O and L.
-void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows, const float* q, const float* k,
+// kt: this head's key tiles transposed, tile t at kt + t·D·ld (see
+// transpose_key_tiles).
+void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows, const float* q, const float* kt,
                         const float* v, float* o, float* lse, Scratch& sc) {
   const int64_t D = pb.dim, bc = pb.kv_tile, ld = pb.ld;
   const float* qt = q + i0 * D;
@@ -274,8 +278,7 @@ void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows,
   const int64_t kv_end = pb.causal ? std::clamp<int64_t>(pb.q_offset + i0 + rows, 0, pb.tk) : pb.tk;
   for (int64_t j0 = 0; j0 < kv_end; j0 += bc) {
     const int64_t cols = std::min(bc, kv_end - j0), n = round_up_lanes(cols);
-    transpose_tile(k + j0 * D, cols, D, sc.kt.data(), ld);
-    gemm(rows, cols, D, qt, D, 1, sc.kt.data(), ld, s, ld, false);  // S = q·kᵀ
+    gemm(rows, cols, D, qt, D, 1, kt + (j0 / bc) * D * ld, ld, s, ld, false);  // S = q·kᵀ
     const float* bias = sc.bias.data() + j0;
     for (int64_t r = 0; r < rows; ++r) {
       float* sr = s + r * ld;
@@ -314,6 +317,21 @@ void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows,
       lse[i0 + r] = kNegInf;
     }
   }
+}
+
+// Every key tile of every head transposed once per call (the forward's
+// work items share them): [B·H, tiles, D, ld], tile t of head bh at
+// ((bh · tiles + t) · D) · ld; linear in Tk like k itself.
+Tensor transpose_key_tiles(const Problem& pb, const float* k) {
+  const int64_t D = pb.dim, bc = pb.kv_tile, tiles = (pb.tk + bc - 1) / bc, bhs = pb.batch * pb.heads;
+  Tensor out = empty({bhs, tiles, D, pb.ld});
+  float* op = out.data<float>();
+#pragma omp parallel for schedule(static) if (should_parallelize(bhs * pb.tk * D) && bhs * tiles > 1)
+  for (int64_t it = 0; it < bhs * tiles; ++it) {
+    const int64_t bh = it / tiles, j0 = (it % tiles) * bc;
+    transpose_tile(k + (bh * pb.tk + j0) * D, std::min(bc, pb.tk - j0), D, op + it * D * pb.ld, pb.ld);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- backward
@@ -412,7 +430,7 @@ Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, const At
   TFM_CHECK(qs[3] >= 1, "flash_attention: head dim must be >= 1, got ", qs[3]);
   TFM_CHECK(drop.p >= 0.0f && drop.p <= 1.0f, "flash_attention: dropout_p must be in [0, 1], got ", drop.p);
   Problem pb{qs[0], qs[1], qs[2], k.size(2), qs[3], scale, mask.causal, mask.q_offset, nullptr, drop,
-             drop.p < 1.0f ? 1.0f / (1.0f - drop.p) : 0.0f, opt.q_tile, opt.kv_tile, round_up_lanes(opt.kv_tile)};
+             drop.p < 1.0f ? 1.0f / (1.0f - drop.p) : 0.0f, opt.q_tile, opt.kv_tile, round_up_lanes(opt.kv_tile) + kLanes};
   if (mask.key_padding.defined()) {
     const Tensor& kp = mask.key_padding;
     TFM_CHECK(kp.dtype() == DType::f32 && kp.dim() == 2 && kp.size(0) == pb.batch && kp.size(1) == pb.tk,
@@ -441,9 +459,12 @@ FlashResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tens
   const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
   float *op = res.out.data<float>(), *lp = res.lse.data<float>();
   const int64_t D = pb.dim, tiles = (pb.tq + pb.q_tile - 1) / pb.q_tile;
+  const Tensor kt = transpose_key_tiles(pb, kp);
+  const float* ktp = kt.data<float>();
+  const int64_t kt_head = kt.numel() / std::max<int64_t>(1, pb.batch * pb.heads);
   parallel_items(pb, false, pb.batch * pb.heads * tiles, [&](int64_t it, Scratch& sc) {
     const int64_t bh = it / tiles, i0 = (it % tiles) * pb.q_tile;
-    forward_query_tile(pb, bh, i0, std::min(pb.q_tile, pb.tq - i0), qp + bh * pb.tq * D, kp + bh * pb.tk * D,
+    forward_query_tile(pb, bh, i0, std::min(pb.q_tile, pb.tq - i0), qp + bh * pb.tq * D, ktp + bh * kt_head,
                        vp + bh * pb.tk * D, op + bh * pb.tq * D, lp + bh * pb.tq, sc);
   });
   return res;

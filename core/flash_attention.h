@@ -32,12 +32,15 @@
 // stored, so flash and naive agree for the same generator state.
 //
 // Memory: saves q, k, v (contiguous handles; no copy when already
-// contiguous), O and L, i.e. O(T·D) per head. Per-thread scratch (not tensor
-// memory): about (2·kv_tile·D + 2·q_tile·kv_tile + q_tile·D) floats.
+// contiguous), O and L, i.e. O(T·D) per head. Transient: the forward
+// transposes every key tile once ([B·H, Tk / kv_tile, D, ~kv_tile], about
+// the size of k), and per-thread scratch (std::vector, not tensor memory)
+// holds about 2·kv_tile·D + 3·q_tile·kv_tile + q_tile·D floats (~350 KB at
+// the defaults and D = 64: well inside a 2 MiB L2).
 //
-// Tile products are register-blocked loops (see flash_attention.cpp) that
-// the compiler vectorises; core::matmul is not used inside the parallel
-// region because the oneDNN backend serialises calls.
+// Tile products run through a register-blocked AVX-512 kernel in
+// flash_attention.cpp (plain loops without AVX-512). core::matmul is not
+// used inside the parallel region: the oneDNN backend serialises calls.
 #pragma once
 
 #include <cstdint>
