@@ -2,13 +2,16 @@
 """PyTorch's naive attention timed like bench/bench_attention.cpp's naive column.
 
 softmax(q·kᵀ/√d (+ causal -inf mask))·v forward + backward with the seed dO,
-B = 1, H = 8, D = 64, fp32, T = 512 ... --max-t, median of a few runs after
-one warm-up. PyTorch 1.13 has no fused CPU attention (scaled_dot_product_
+B = 1, H = 8, D = 64, fp32, T = 512 ... --max-t, best of a few runs after one
+warm-up (as the C++ benchmark: on a shared machine other processes only add
+time). PyTorch 1.13 has no fused CPU attention (scaled_dot_product_
 attention arrived in 2.0), so this is the peer's attention as a 1.13 model
 computes it. Rows whose [H, T, T] tensors would not fit in --naive-gb GB are
 skipped, as in the C++ benchmark.
 
-Run it as the peer is run here (2 threads, AVX-512 OpenBLAS kernels, passive waits):
+Run it as the peer is run here (2 threads, AVX-512 OpenBLAS kernels, passive
+waits; Debian's python3-torch with libopenblas0-pthread installed, or torch
+falls back to the reference BLAS and runs ~10x slower):
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE \
       GLIBC_TUNABLES=glibc.malloc.hugetlb=1 /usr/bin/python3 bench/attention_torch.py
 The machine is shared: timings are indicative only.
@@ -44,7 +47,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     print(f"torch {torch.__version__} naive attention fwd+bwd, B = 1, H = {HEADS}, D = {DIM}, "
-          f"{torch.get_num_threads()} threads; ms = median after a warm-up")
+          f"{torch.get_num_threads()} threads; ms = best of up to {args.reps} runs after a warm-up")
     print(f"{'T':>6} {'causal':>7} {'torch ms':>12}")
     t = 512
     while t <= args.max_t:
@@ -58,8 +61,8 @@ def main():
             bias = torch.full((t, t), float("-inf")).triu(1) if causal else None
             reps = max(1, args.reps * 2048 // max(t, 2048))
             run(q, k, v, dout, bias)
-            times = sorted(run(q, k, v, dout, bias) for _ in range(reps))
-            print(f"{t:>6} {'yes' if causal else 'no':>7} {1e3 * times[len(times) // 2]:>12.1f}", flush=True)
+            best = min(run(q, k, v, dout, bias) for _ in range(reps))
+            print(f"{t:>6} {'yes' if causal else 'no':>7} {1e3 * best:>12.1f}", flush=True)
         t *= 2
 
 
