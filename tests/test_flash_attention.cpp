@@ -19,6 +19,7 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "layers/positions.h"
 #include "tests/gradcheck.h"
 
 namespace {
@@ -327,6 +328,33 @@ TEST_CASE("flash attention accepts strided views (rotated or transposed q/k/v)",
                                      x[2].permute({0, 2, 1, 3}), {}, 0.5f, 0.0f, false, gen, {4, 4});
       },
       {q, k, v});
+}
+
+TEST_CASE("flash attention on rotary-rotated q/k equals the naive composition, gradients included", "[flash]") {
+  // What the attention module hands a backend: heads split from [B, T, H, D]
+  // by a permute, rotary positions applied at an offset, a causal KV-cache step.
+  const int64_t B = 2, T = 45, H = 3, D = 16, off = 7;
+  const tfm::layers::RotaryEmbedding rope(D, 128);
+  Tensor xq = random_tensor({B, T, H, D}, 35, 1.0f, true), xk = random_tensor({B, T + off, H, D}, 36, 1.0f, true),
+         xv = random_tensor({B, T + off, H, D}, 37, 1.0f, true);
+  AttentionMask m;
+  m.causal = true;
+  m.q_offset = off;
+  auto run = [&](bool flash) {
+    xq.zero_grad(), xk.zero_grad(), xv.zero_grad();
+    const Tensor q = rope.apply(xq.permute({0, 2, 1, 3}), off), k = rope.apply(xk.permute({0, 2, 1, 3}), 0),
+                 v = xv.permute({0, 2, 1, 3});
+    core::Generator gen(0);
+    const Tensor o = flash ? core::flash_attention(q, k, v, m, 0.25f, 0.0f, false, gen, {8, 16})
+                           : naive_attention(q, k, v, m, 0.25f);
+    core::sum(core::mul(o, o)).backward();
+    return std::vector<Tensor>{o, xq.grad(), xk.grad(), xv.grad()};
+  };
+  const auto f = run(true), n = run(false);
+  for (std::size_t i = 0; i < f.size(); ++i) {
+    INFO("output " << i);
+    CHECK(max_abs_diff(f[i], n[i]) <= 1e-5f);
+  }
 }
 
 // ---------------------------------------------------------------- tiles and determinism
