@@ -77,6 +77,10 @@ void gemm_column_panel(int64_t m, int64_t kdim, const float* a, int64_t ars, int
   int64_t i = 0;
   for (; i + MR <= m; i += MR)
     gemm_block<MR, NV>(kdim, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc, accumulate, tail);
+  if constexpr (MR > 4) {  // 64 = 10·6 + 4 rows: the remainder in one block, not two
+    for (; i + 4 <= m; i += 4)
+      gemm_block<4, NV>(kdim, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc, accumulate, tail);
+  }
   for (; i + 2 <= m; i += 2)
     gemm_block<2, NV>(kdim, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc, accumulate, tail);
   for (; i < m; ++i) gemm_block<1, NV>(kdim, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc, accumulate, tail);
