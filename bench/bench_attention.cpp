@@ -11,7 +11,10 @@
 // fit in --naive-gb GB (default 12: about 6 score-sized tensors are alive at
 // the peak).
 //
-// Usage: bench_attention [--max-t T] [--naive-gb G] [--reps N] [--tiles]
+// Usage: bench_attention [--max-t T] [--naive-gb G] [--reps N] [--tiles] [--cpu-time]
+//   --cpu-time  time with the process CPU clock instead of the wall clock:
+//             with OMP_NUM_THREADS=1 on a busy machine this excludes the time
+//             the process waited for a core (a proxy for an idle machine).
 //   --tiles   instead of the table, time flash fwd+bwd at T = 2048 for a grid
 //             of (q_tile, kv_tile) to choose the defaults; the grid is run
 //             --reps times round-robin and each entry keeps its best time, so
@@ -23,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <string>
 #include <vector>
@@ -41,6 +45,16 @@ using namespace tfm::core;
 using clk = std::chrono::steady_clock;
 
 constexpr int64_t kHeads = 8, kDim = 64;
+bool g_cpu_time = false;
+
+double now_seconds() {
+  if (g_cpu_time) {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(clk::now().time_since_epoch()).count();
+}
 
 Tensor causal_bias(int64_t t) {
   Tensor bias = zeros({t, t});
@@ -66,13 +80,13 @@ Inputs make_inputs(int64_t t, bool causal) {
 double run_naive(Inputs& in) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
   in.q.zero_grad(), in.k.zero_grad(), in.v.zero_grad();
-  const auto t0 = clk::now();
+  const double t0 = now_seconds();
   {
     Tensor s = matmul(mul(in.q, scale), in.k, false, true);
     if (in.bias.defined()) s = add(s, in.bias);
     matmul(softmax(s, -1), in.v).backward(in.dout);
   }
-  return std::chrono::duration<double>(clk::now() - t0).count();
+  return now_seconds() - t0;
 }
 
 double run_flash(Inputs& in, bool causal, const FlashOptions& opt) {
@@ -81,9 +95,9 @@ double run_flash(Inputs& in, bool causal, const FlashOptions& opt) {
   AttentionMask m;
   m.causal = causal;
   Generator gen(0);
-  const auto t0 = clk::now();
+  const double t0 = now_seconds();
   flash_attention(in.q, in.k, in.v, m, scale, 0.0f, false, gen, opt).backward(in.dout);
-  return std::chrono::duration<double>(clk::now() - t0).count();
+  return now_seconds() - t0;
 }
 
 struct Measure {
@@ -145,8 +159,10 @@ int main(int argc, char** argv) {
       reps = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--tiles") {
       tiles = true;
+    } else if (a == "--cpu-time") {
+      g_cpu_time = true;
     } else {
-      std::fprintf(stderr, "usage: bench_attention [--max-t T] [--naive-gb G] [--reps N] [--tiles]\n");
+      std::fprintf(stderr, "usage: bench_attention [--max-t T] [--naive-gb G] [--reps N] [--tiles] [--cpu-time]\n");
       return 1;
     }
   }
@@ -154,9 +170,10 @@ int main(int argc, char** argv) {
     tile_grid(reps);
     return 0;
   }
-  std::printf("attention fwd+bwd, B = 1, H = %ld, D = %ld, %d threads; ms = best of up to %d runs after a warm-up;"
-              " peak = tensor bytes above the inputs\n",
-              static_cast<long>(kHeads), static_cast<long>(kDim), num_threads(), reps);
+  std::printf("attention fwd+bwd, B = 1, H = %ld, D = %ld, %d threads; ms = best of up to %d runs after a warm-up"
+              " (%s); peak = tensor bytes above the inputs\n",
+              static_cast<long>(kHeads), static_cast<long>(kDim), num_threads(), reps,
+              g_cpu_time ? "process CPU time" : "wall time");
   std::printf("%6s %7s %12s %12s %12s %12s %8s\n", "T", "causal", "naive ms", "naive MiB", "flash ms", "flash MiB",
               "f/n");
   for (int64_t t = 512; t <= max_t; t *= 2)
