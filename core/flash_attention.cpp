@@ -156,7 +156,8 @@ struct Problem {
   float scale;
   bool causal;
   int64_t q_offset;
-  const float* padding;  // [B, Tk] or null
+  const float* padding;  // [B, Tk] (or [1, Tk], shared by the batch) or null
+  int64_t padding_batch_stride;  // Tk, or 0 for [1, Tk]
   FlashDropout drop;
   float keep_scale;  // 1 / (1 − p), 0 when p == 1 (as core::dropout)
   int64_t q_tile, kv_tile;
@@ -176,7 +177,7 @@ int64_t round_up_lanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 // extra zeros at the end so row loops may read past the last key.
 void padding_bias(const Problem& pb, int64_t b, float* bias) {
   for (int64_t j = 0; j < pb.tk; ++j)
-    bias[j] = pb.padding && pb.padding[b * pb.tk + j] != 0.0f ? kNegInf : 0.0f;
+    bias[j] = pb.padding && pb.padding[b * pb.padding_batch_stride + j] != 0.0f ? kNegInf : 0.0f;
   std::fill(bias + pb.tk, bias + pb.tk + kLanes, 0.0f);
 }
 
@@ -436,14 +437,17 @@ Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, const At
             " and k ", shape_str(k.shape()), " must agree in B, H and D");
   TFM_CHECK(qs[3] >= 1, "flash_attention: head dim must be >= 1, got ", qs[3]);
   TFM_CHECK(drop.p >= 0.0f && drop.p <= 1.0f, "flash_attention: dropout_p must be in [0, 1], got ", drop.p);
-  Problem pb{qs[0], qs[1], qs[2], k.size(2), qs[3], scale, mask.causal, mask.q_offset, nullptr, drop,
+  Problem pb{qs[0], qs[1], qs[2], k.size(2), qs[3], scale, mask.causal, mask.q_offset, nullptr, 0, drop,
              drop.p < 1.0f ? 1.0f / (1.0f - drop.p) : 0.0f, opt.q_tile, opt.kv_tile, round_up_lanes(opt.kv_tile) + kLanes};
   if (mask.key_padding.defined()) {
     const Tensor& kp = mask.key_padding;
-    TFM_CHECK(kp.dtype() == DType::f32 && kp.dim() == 2 && kp.size(0) == pb.batch && kp.size(1) == pb.tk,
-              "flash_attention: key_padding ", shape_str(kp.shape()), " must be f32 [", pb.batch, ", ", pb.tk, "]");
+    TFM_CHECK(kp.dtype() == DType::f32 && kp.dim() == 2 && (kp.size(0) == pb.batch || kp.size(0) == 1) &&
+                  kp.size(1) == pb.tk,
+              "flash_attention: key_padding ", shape_str(kp.shape()), " must be f32 [", pb.batch, ", ", pb.tk,
+              "] (or [1, ", pb.tk, "])");
     TFM_CHECK(kp.is_contiguous(), "flash_attention: key_padding must be contiguous");
     pb.padding = kp.data<float>();
+    pb.padding_batch_stride = kp.size(0) == 1 ? 0 : pb.tk;
   }
   return pb;
 }

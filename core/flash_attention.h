@@ -20,7 +20,8 @@
 // work item in a fixed order).
 //
 // Masking follows core/attention_mask.h exactly (causal: query i sees keys
-// j <= q_offset + i; key_padding f32 [B, Tk], non-zero = padded). A query
+// j <= q_offset + i; key_padding f32 [B, Tk] or [1, Tk] for the whole
+// batch, non-zero = padded). A query
 // with no visible key gets O = 0, L = -inf, and zero gradients.
 //
 // Dropout (training && dropout_p > 0) drops attention probabilities with the

@@ -293,6 +293,24 @@ TEST_CASE("flash attention: causal alignment is top-left shifted by q_offset, al
   }
 }
 
+TEST_CASE("flash attention: a [1, Tk] key_padding applies to every sequence, as in naive", "[flash]") {
+  const int64_t B = 3, H = 2, tq = 6, tk = 11, D = 8;
+  const Tensor q = random_tensor({B, H, tq, D}, 81), k = random_tensor({B, H, tk, D}, 82),
+               v = random_tensor({B, H, tk, D}, 83);
+  std::vector<float> pad(tk, 0.0f);
+  pad[1] = pad[7] = pad[10] = 1.0f;
+  AttentionMask shared, full;
+  shared.key_padding = core::from_vector(pad, {1, tk});
+  std::vector<float> all;
+  for (int64_t b = 0; b < B; ++b) all.insert(all.end(), pad.begin(), pad.end());
+  full.key_padding = core::from_vector(all, {B, tk});
+  core::Generator gen(0);
+  const Tensor a = core::flash_attention(q, k, v, shared, 0.4f, 0.0f, false, gen, {4, 4});
+  const Tensor b = core::flash_attention(q, k, v, full, 0.4f, 0.0f, false, gen, {4, 4});
+  CHECK(max_abs_diff(a, b) == 0.0f);
+  CHECK(max_abs_diff(a, naive_attention(q, k, v, full, 0.4f)) <= 1e-6f);
+}
+
 // ---------------------------------------------------------------- gradients
 
 TEST_CASE("flash attention: finite-difference gradients at tiny sizes", "[flash]") {
@@ -519,6 +537,8 @@ TEST_CASE("flash attention rejects bad arguments naming what is allowed", "[flas
                       Contains("same shape"));
   AttentionMask m;
   m.key_padding = core::zeros({1, 4});
+  REQUIRE_THROWS_WITH(core::flash_attention(q, k, k, m, 1.0f, 0.0f, false, gen), Contains("key_padding"));
+  m.key_padding = core::zeros({2, 5});
   REQUIRE_THROWS_WITH(core::flash_attention(q, k, k, m, 1.0f, 0.0f, false, gen), Contains("key_padding"));
   REQUIRE_THROWS_WITH(core::flash_attention(q, k, k, {}, 1.0f, 1.5f, true, gen), Contains("dropout_p"));
   REQUIRE_THROWS_WITH(core::flash_attention(q, k, k, {}, 1.0f, 0.0f, false, gen, {0, 64}), Contains("q_tile"));
