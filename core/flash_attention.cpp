@@ -438,7 +438,11 @@ Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, const At
   TFM_CHECK(qs[3] >= 1, "flash_attention: head dim must be >= 1, got ", qs[3]);
   TFM_CHECK(drop.p >= 0.0f && drop.p <= 1.0f, "flash_attention: dropout_p must be in [0, 1], got ", drop.p);
   Problem pb{qs[0], qs[1], qs[2], k.size(2), qs[3], scale, mask.causal, mask.q_offset, nullptr, 0, drop,
-             drop.p < 1.0f ? 1.0f / (1.0f - drop.p) : 0.0f, opt.q_tile, opt.kv_tile, round_up_lanes(opt.kv_tile) + kLanes};
+             drop.p < 1.0f ? 1.0f / (1.0f - drop.p) : 0.0f,
+             // Tiles no longer than the sequences: the same tiling, smaller scratch.
+             std::min(opt.q_tile, std::max<int64_t>(qs[2], 1)), std::min(opt.kv_tile, std::max<int64_t>(k.size(2), 1)),
+             0};
+  pb.ld = round_up_lanes(pb.kv_tile) + kLanes;
   if (mask.key_padding.defined()) {
     const Tensor& kp = mask.key_padding;
     TFM_CHECK(kp.dtype() == DType::f32 && kp.dim() == 2 && (kp.size(0) == pb.batch || kp.size(0) == 1) &&
