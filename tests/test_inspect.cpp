@@ -25,7 +25,7 @@
 #include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
-#include "train/inspect.h"
+#include "tools/inspect.h"
 #include "train/model_io.h"
 
 namespace fs = std::filesystem;

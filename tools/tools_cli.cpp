@@ -1,9 +1,9 @@
-#include "train/tools_cli.h"
+#include "tools/tools_cli.h"
 
 #include <CLI/CLI.hpp>
 
-#include "train/inspect.h"
-#include "train/plot.h"
+#include "tools/inspect.h"
+#include "tools/plot.h"
 
 namespace tfm::train {
 

@@ -7,11 +7,11 @@
 #include <iostream>
 
 #include "core/error.h"
-#include "data/corpus.h"
+#include "tools/corpus.h"
 #include "train/config.h"
-#include "train/evaluate.h"
-#include "train/generate.h"
-#include "train/tools_cli.h"
+#include "tools/evaluate.h"
+#include "tools/generate.h"
+#include "tools/tools_cli.h"
 #include "train/trainer.h"
 
 namespace {

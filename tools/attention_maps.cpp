@@ -1,4 +1,4 @@
-#include "train/attention_maps.h"
+#include "tools/attention_maps.h"
 
 #include <filesystem>
 #include <map>
@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "data/tokenizer.h"
 #include "train/model_io.h"
-#include "train/plot.h"
+#include "tools/plot.h"
 
 namespace fs = std::filesystem;
 

@@ -1,4 +1,4 @@
-#include "train/inspect.h"
+#include "tools/inspect.h"
 
 #include <hdf5.h>
 
@@ -13,9 +13,9 @@
 
 #include "core/error.h"
 #include "data/tokenizer.h"
-#include "train/attention_maps.h"
+#include "tools/attention_maps.h"
 #include "train/model_io.h"
-#include "train/report_util.h"
+#include "tools/report_util.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;

@@ -13,7 +13,7 @@
 
 #include "train/checkpoint.h"
 #include "train/config.h"
-#include "train/inspect.h"
+#include "tools/inspect.h"
 
 namespace tfm::train {
 
