@@ -1,10 +1,9 @@
-// The `tfm inspect`, `tfm diff` and `tfm plot` subcommands: their options are
-// declared here so main.cpp only adds and dispatches them.
+// The `tfm` subcommands: every option is declared here, so main.cpp only
+// creates the application, parses and dispatches.
 #pragma once
 
+#include <iosfwd>
 #include <memory>
-#include <optional>
-#include <ostream>
 
 namespace CLI {
 class App;
@@ -12,13 +11,14 @@ class App;
 
 namespace tfm::train {
 
-struct ToolCommands;
+struct Commands;
 
-// Adds inspect, diff and plot to the command line.
-std::shared_ptr<ToolCommands> add_tool_commands(CLI::App& app);
+// Adds train, help-config, sample, translate, eval, prepare-data, inspect,
+// diff and plot to the command line.
+std::shared_ptr<Commands> add_commands(CLI::App& app);
 
-// Runs the tool the parsed command line selected and returns its exit
-// status, or nullopt when none of them was selected. Throws tfm::Error.
-std::optional<int> run_tool_commands(const ToolCommands& tools, std::ostream& out);
+// Runs the subcommand the parsed command line selected and returns its exit
+// status. Throws tfm::Error for bad input.
+int run_command(const Commands& commands, std::istream& in, std::ostream& out);
 
 }  // namespace tfm::train
