@@ -25,6 +25,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/model_io.h"
+#include "train/posix_file.h"
 #include "train/task.h"
 
 #ifndef TFM_VERSION
@@ -76,28 +77,6 @@ std::string now_iso() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
   return buf;
-}
-
-// Writes text to path atomically (temp file + rename).
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    TFM_CHECK(out.good(), tmp.string(), ": cannot write");
-  }
-  fs::rename(tmp, path);
-}
-
-// Points `link` at `target` atomically (hard link to a temp name, then rename).
-void link_atomic(const fs::path& target, const fs::path& link) {
-  const fs::path tmp = link.parent_path() / ("." + link.filename().string() + ".tmp");
-  std::error_code ec;
-  fs::remove(tmp, ec);
-  fs::create_hard_link(target, tmp, ec);
-  if (ec) fs::copy_file(target, tmp, fs::copy_options::overwrite_existing);
-  fs::rename(tmp, link);
 }
 
 struct Run {
@@ -176,11 +155,11 @@ void save(Run& r, bool is_best) {
   const CheckpointData d = snapshot(r);
   if (keep > 0) {
     save_checkpoint(numbered.string(), d);
-    link_atomic(numbered, last);
+    link_file_atomic(numbered.string(), last.string());
   } else {
     save_checkpoint(last.string(), d);
   }
-  if (is_best) link_atomic(last, best);
+  if (is_best) link_file_atomic(last.string(), best.string());
   r.last_checkpoint = last.string();
   std::vector<fs::path> numbered_files;
   for (const auto& e : fs::directory_iterator(r.out_dir)) {
@@ -264,8 +243,8 @@ int run_train(const TrainArgs& args) {
   fs::create_directories(r.out_dir, ec);
   TFM_CHECK(!ec && fs::is_directory(r.out_dir), "train.out_dir: cannot create ", r.out_dir.string(), " (",
             ec.message(), ")");
-  write_text_atomic(r.out_dir / "config.yaml", r.cfg.to_yaml());
-  write_text_atomic(r.out_dir / "metrics.jsonl", r.metrics);  // a resumed run continues from its checkpoint
+  write_file_atomic((r.out_dir / "config.yaml").string(), r.cfg.to_yaml());
+  write_file_atomic((r.out_dir / "metrics.jsonl").string(), r.metrics);  // a resumed run continues from its checkpoint
   r.log = make_logger(r.out_dir, args.quiet);
   r.tty = !args.quiet && isatty(STDERR_FILENO);
 
