@@ -15,39 +15,15 @@
 #include "data/translation.h"
 #include "layers/decode.h"
 #include "layers/gpt.h"
-#include "train/checkpoint.h"
-#include "train/model_io.h"
-#include "train/trainer.h"
+#include "train/loaded_model.h"
+#include "train/task_data.h"
 
 namespace tfm::train {
 
 namespace {
 
-struct LoadedSeq2Seq {
-  Config cfg;
-  TokenizerPair tok;
-  data::SpecialIds ids;
-  std::unique_ptr<layers::Seq2Seq> model;
-};
-
-LoadedSeq2Seq load_seq2seq(const std::string& checkpoint, const char* command) {
-  const std::string path = resolve_checkpoint(checkpoint);
-  const CheckpointData ck = load_checkpoint(path);
-  LoadedSeq2Seq m;
-  m.cfg = Config::parse(ck.config_yaml, path + " (config)");
-  TFM_CHECK(m.cfg.get_string("model.family") == "seq2seq", path, ": tfm ", command,
-            " needs a seq2seq checkpoint, this one is ", m.cfg.get_string("model.family"));
-  m.tok = load_tokenizers(ck, path);
-  m.ids = {m.tok.tgt->pad_id(), m.tok.tgt->bos_id(), m.tok.tgt->eos_id()};
-  m.model = std::make_unique<layers::Seq2Seq>(
-      seq2seq_config(m.cfg, m.tok.src->vocab_size(), m.tok.tgt->vocab_size(), m.ids.pad), 0);
-  load_parameters(*m.model, ck.params, path);
-  m.model->eval();
-  return m;
-}
-
 // Translates sentences in batches of similar length; returns them in input order.
-std::vector<std::string> translate_all(const LoadedSeq2Seq& m, const std::vector<std::string>& sources,
+std::vector<std::string> translate_all(const LoadedModel& m, const std::vector<std::string>& sources,
                                        const layers::DecodeOptions& opt, int64_t batch_size) {
   const int64_t max_len = m.cfg.get_int("model.block_size");
   std::vector<data::TranslationExample> ex(sources.size());
@@ -64,14 +40,14 @@ std::vector<std::string> translate_all(const LoadedSeq2Seq& m, const std::vector
     for (std::size_t i = start; i < std::min(order.size(), start + static_cast<std::size_t>(batch_size)); ++i)
       if (!ex[order[i]].src.empty()) idx.push_back(order[i]);  // empty lines translate to empty lines
     if (idx.empty()) continue;
-    const data::TranslationBatch b = data::make_batch(ex, idx, m.ids);
-    const auto hyps = layers::translate(*m.model, b.src, opt);
+    const data::TranslationBatch b = data::make_batch(ex, idx, m.ids());
+    const auto hyps = layers::translate(*m.model.seq2seq, b.src, opt);
     for (std::size_t k = 0; k < idx.size(); ++k) out[static_cast<std::size_t>(idx[k])] = m.tok.tgt->decode(hyps[k]);
   }
   return out;
 }
 
-layers::DecodeOptions decode_options(const LoadedSeq2Seq& m, int64_t beam, float length_penalty, float ratio) {
+layers::DecodeOptions decode_options(const LoadedModel& m, int64_t beam, float length_penalty, float ratio) {
   TFM_CHECK(beam >= 1, "--beam must be >= 1, got ", beam);
   TFM_CHECK(length_penalty >= 0.0f, "--length-penalty must be >= 0, got ", length_penalty);
   TFM_CHECK(ratio > 0.0f, "--max-len-ratio must be positive, got ", ratio);
@@ -79,16 +55,94 @@ layers::DecodeOptions decode_options(const LoadedSeq2Seq& m, int64_t beam, float
   opt.beam = beam;
   opt.length_penalty = length_penalty;
   opt.max_len_ratio = ratio;
-  opt.bos = m.ids.bos;
-  opt.eos = m.ids.eos;
+  opt.bos = m.ids().bos;
+  opt.eos = m.ids().eos;
   return opt;
+}
+
+// GPT: loss, perplexity and bits per character over every token of the split once.
+void eval_lm(const EvalArgs& args, const LoadedModel& m, std::ostream& out) {
+  const Config& cfg = m.cfg;
+  const data::Tokenizer& tok = *m.tok.src;
+  std::string file = args.data.empty() ? cfg.get_string("data.path") : args.data;
+  TFM_CHECK(args.split == "valid" || !args.data.empty(),
+            "a text corpus has a training and a validation split only; use --split valid, or --data FILE");
+  const std::vector<char32_t> cps = data::decode_utf8(data::read_file(file), file);
+  std::vector<char32_t> part = cps;
+  if (args.data.empty()) {  // the validation split: the last data.valid_fraction of the text
+    const auto split = static_cast<std::ptrdiff_t>(text_validation_start(cps.size(), cfg.get_float("data.valid_fraction")));
+    part.assign(cps.begin() + split, cps.end());
+  }
+  const std::vector<int32_t> ids = tok.encode(data::encode_utf8(part));
+  const int64_t block = cfg.get_int("model.block_size");
+  TFM_CHECK(static_cast<int64_t>(ids.size()) > block, file, ": the split has ", ids.size(),
+            " tokens, fewer than one window of model.block_size + 1");
+  // Every token predicted once: consecutive non-overlapping windows.
+  double total = 0;
+  int64_t count = 0;
+  const int64_t windows = (static_cast<int64_t>(ids.size()) - 1) / block;
+  for (int64_t w0 = 0; w0 < windows; w0 += args.batch_size) {
+    const int64_t nb = std::min(args.batch_size, windows - w0);
+    std::vector<int32_t> in(static_cast<std::size_t>(nb * block)), tg(static_cast<std::size_t>(nb * block));
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t t = 0; t < block; ++t) {
+        in[b * block + t] = ids[(w0 + b) * block + t];
+        tg[b * block + t] = ids[(w0 + b) * block + t + 1];
+      }
+    const float loss = m.model.gpt->loss(core::from_vector(in, {nb, block}), core::from_vector(tg, {nb, block})).item();
+    total += static_cast<double>(loss) * static_cast<double>(nb * block);
+    count += nb * block;
+  }
+  const double loss = total / static_cast<double>(count);
+  out << "checkpoint: " << m.path << "\nsplit: " << (args.data.empty() ? args.split : file) << " (" << count
+      << " tokens)\nloss: " << loss << "\nperplexity: " << std::exp(loss);
+  if (tok.kind() == "char") out << "\nbits per character: " << loss / std::log(2.0);
+  out << "\n";
+}
+
+// Seq2seq: loss per target token over the pairs that fit, and corpus BLEU of all pairs.
+void eval_translation(const EvalArgs& args, const LoadedModel& m, std::ostream& out) {
+  const Config& cfg = m.cfg;
+  std::string file = args.data;
+  std::vector<data::SentencePair> pairs;
+  if (file.empty()) {
+    file = cfg.get_string(args.split == "valid" ? "data.valid_path" : "data.test_path");
+    if (file.empty() && args.split == "valid") {  // the held-out end of the training file
+      const auto all = data::read_tsv(cfg.get_string("data.path"));
+      const std::size_t n = held_out_pairs(all.size(), cfg.get_float("data.valid_fraction"));
+      pairs.assign(all.end() - static_cast<std::ptrdiff_t>(n), all.end());
+      file = cfg.get_string("data.path") + " (held-out end)";
+    }
+    TFM_CHECK(!file.empty(), "the config has no data.test_path; give --data FILE");
+  }
+  if (pairs.empty()) pairs = data::read_tsv(file);
+  std::vector<std::string> sources, refs;
+  for (const auto& p : pairs) sources.push_back(p.src), refs.push_back(p.tgt);
+  // Loss per target token over the pairs that fit the model.
+  const int64_t max_len = m.cfg.get_int("model.block_size");
+  std::vector<data::TranslationExample> ex;
+  for (const auto& p : pairs) {
+    data::TranslationExample e{m.tok.src->encode(p.src), m.tok.tgt->encode(p.tgt)};
+    if (pair_fits(e, max_len)) ex.push_back(std::move(e));
+  }
+  double total = 0, tokens = 0;
+  for (const auto& b : data::TranslationBatcher(ex, 4096, m.ids(), 0).fixed_batches(4096)) {
+    total += m.model.seq2seq->loss(b.src, b.tgt_in, b.tgt_out, 0.0f).item() * static_cast<double>(b.tgt_tokens);
+    tokens += static_cast<double>(b.tgt_tokens);
+  }
+  const auto hyps =
+      translate_all(m, sources, decode_options(m, args.beam, args.length_penalty, 1.5f), args.batch_size);
+  const data::BleuScore bleu = data::corpus_bleu(hyps, refs);
+  out << "checkpoint: " << m.path << "\nsplit: " << file << " (" << pairs.size() << " pairs)\nloss: " << total / tokens
+      << " per target token\nperplexity: " << std::exp(total / tokens) << "\n"
+      << bleu.format() << " (beam " << args.beam << ")\n";
 }
 
 }  // namespace
 
 void run_translate(const TranslateArgs& args, std::istream& in, std::ostream& out) {
   TFM_CHECK(args.batch_size >= 1, "--batch-size must be >= 1, got ", args.batch_size);
-  const LoadedSeq2Seq m = load_seq2seq(args.checkpoint, "translate");
+  const LoadedModel m = load_model(args.checkpoint, "seq2seq", "translate");
   const layers::DecodeOptions opt = decode_options(m, args.beam, args.length_penalty, args.max_len_ratio);
   std::vector<std::string> lines;
   if (!args.input.empty()) {
@@ -113,89 +167,12 @@ void run_translate(const TranslateArgs& args, std::istream& in, std::ostream& ou
 void run_eval(const EvalArgs& args, std::ostream& out) {
   TFM_CHECK(args.split == "valid" || args.split == "test", "--split must be valid or test, got '", args.split, "'");
   TFM_CHECK(args.batch_size >= 1, "--batch-size must be >= 1, got ", args.batch_size);
-  const std::string path = resolve_checkpoint(args.checkpoint);
-  const CheckpointData ck = load_checkpoint(path);
-  const Config cfg = Config::parse(ck.config_yaml, path + " (config)");
+  const LoadedModel m = load_model(args.checkpoint);
   core::NoGradGuard no_grad;
-
-  if (cfg.get_string("model.family") == "gpt") {
-    const auto tok = data::load_tokenizer(ck.tokenizer_kind, ck.tokenizer_blob);
-    layers::GPT model(gpt_config(cfg, tok->vocab_size()), 0);
-    load_parameters(model, ck.params, path);
-    model.eval();
-    std::string file = args.data.empty() ? cfg.get_string("data.path") : args.data;
-    TFM_CHECK(args.split == "valid" || !args.data.empty(),
-              "a text corpus has a training and a validation split only; use --split valid, or --data FILE");
-    const std::vector<char32_t> cps = data::decode_utf8(data::read_file(file), file);
-    std::vector<char32_t> part = cps;
-    if (args.data.empty()) {  // the validation split: the last data.valid_fraction of the text
-      const auto split = static_cast<std::ptrdiff_t>(static_cast<double>(cps.size()) * (1.0 - cfg.get_float("data.valid_fraction")));
-      part.assign(cps.begin() + split, cps.end());
-    }
-    const std::vector<int32_t> ids = tok->encode(data::encode_utf8(part));
-    const int64_t block = cfg.get_int("model.block_size");
-    TFM_CHECK(static_cast<int64_t>(ids.size()) > block, file, ": the split has ", ids.size(),
-              " tokens, fewer than one window of model.block_size + 1");
-    // Every token predicted once: consecutive non-overlapping windows.
-    double total = 0;
-    int64_t count = 0;
-    const int64_t windows = (static_cast<int64_t>(ids.size()) - 1) / block;
-    for (int64_t w0 = 0; w0 < windows; w0 += args.batch_size) {
-      const int64_t nb = std::min(args.batch_size, windows - w0);
-      std::vector<int32_t> in(static_cast<std::size_t>(nb * block)), tg(static_cast<std::size_t>(nb * block));
-      for (int64_t b = 0; b < nb; ++b)
-        for (int64_t t = 0; t < block; ++t) {
-          in[b * block + t] = ids[(w0 + b) * block + t];
-          tg[b * block + t] = ids[(w0 + b) * block + t + 1];
-        }
-      const float loss = model.loss(core::from_vector(in, {nb, block}), core::from_vector(tg, {nb, block})).item();
-      total += static_cast<double>(loss) * static_cast<double>(nb * block);
-      count += nb * block;
-    }
-    const double loss = total / static_cast<double>(count);
-    out << "checkpoint: " << path << "\nsplit: " << (args.data.empty() ? args.split : file) << " (" << count
-        << " tokens)\nloss: " << loss << "\nperplexity: " << std::exp(loss);
-    if (tok->kind() == "char") out << "\nbits per character: " << loss / std::log(2.0);
-    out << "\n";
-    return;
-  }
-
-  const LoadedSeq2Seq m = load_seq2seq(args.checkpoint, "eval");
-  std::string file = args.data;
-  std::vector<data::SentencePair> pairs;
-  if (file.empty()) {
-    file = cfg.get_string(args.split == "valid" ? "data.valid_path" : "data.test_path");
-    if (file.empty() && args.split == "valid") {  // the held-out end of the training file
-      const auto all = data::read_tsv(cfg.get_string("data.path"));
-      const auto n = static_cast<std::size_t>(static_cast<double>(all.size()) * cfg.get_float("data.valid_fraction"));
-      pairs.assign(all.end() - static_cast<std::ptrdiff_t>(n), all.end());
-      file = cfg.get_string("data.path") + " (held-out end)";
-    }
-    TFM_CHECK(!file.empty(), "the config has no data.test_path; give --data FILE");
-  }
-  if (pairs.empty()) pairs = data::read_tsv(file);
-  std::vector<std::string> sources, refs;
-  for (const auto& p : pairs) sources.push_back(p.src), refs.push_back(p.tgt);
-  // Loss per target token over the pairs that fit the model.
-  const int64_t max_len = m.cfg.get_int("model.block_size");
-  std::vector<data::TranslationExample> ex;
-  for (const auto& p : pairs) {
-    data::TranslationExample e{m.tok.src->encode(p.src), m.tok.tgt->encode(p.tgt)};
-    if (!e.src.empty() && !e.tgt.empty() && static_cast<int64_t>(e.src.size()) <= max_len &&
-        static_cast<int64_t>(e.tgt.size()) + 1 <= max_len)
-      ex.push_back(std::move(e));
-  }
-  double total = 0, tokens = 0;
-  for (const auto& b : data::TranslationBatcher(ex, 4096, m.ids, 0).fixed_batches(4096)) {
-    total += m.model->loss(b.src, b.tgt_in, b.tgt_out, 0.0f).item() * static_cast<double>(b.tgt_tokens);
-    tokens += static_cast<double>(b.tgt_tokens);
-  }
-  const auto hyps =
-      translate_all(m, sources, decode_options(m, args.beam, args.length_penalty, 1.5f), args.batch_size);
-  const data::BleuScore bleu = data::corpus_bleu(hyps, refs);
-  out << "checkpoint: " << path << "\nsplit: " << file << " (" << pairs.size() << " pairs)\nloss: " << total / tokens
-      << " per target token\nperplexity: " << std::exp(total / tokens) << "\n"
-      << bleu.format() << " (beam " << args.beam << ")\n";
+  if (m.model.gpt)
+    eval_lm(args, m, out);
+  else
+    eval_translation(args, m, out);
 }
 
 }  // namespace tfm::train

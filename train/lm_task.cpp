@@ -12,6 +12,7 @@
 #include "layers/gpt.h"
 #include "train/model_io.h"
 #include "train/task.h"
+#include "train/task_data.h"
 
 namespace tfm::train {
 
@@ -29,7 +30,7 @@ class LMTask final : public Task {
     const std::vector<char32_t> cps = data::decode_utf8(data::read_file(path_), path_);
     TFM_CHECK(!cps.empty(), path_, ": empty corpus");
     const auto split =
-        static_cast<std::ptrdiff_t>(static_cast<double>(cps.size()) * (1.0 - cfg.get_float("data.valid_fraction")));
+        static_cast<std::ptrdiff_t>(text_validation_start(cps.size(), cfg.get_float("data.valid_fraction")));
     const std::vector<char32_t> train_cps(cps.begin(), cps.begin() + split), valid_cps(cps.begin() + split, cps.end());
     if (resumed) {
       auto tok = data::load_tokenizer(resumed->tokenizer_kind, resumed->tokenizer_blob);
