@@ -1,6 +1,7 @@
 // The language-modelling task: a GPT on a UTF-8 text file, character
 // tokenizer, nanoGPT split (first 1 − valid_fraction of the characters
 // train, the rest validate), random or epoch windows.
+#include <limits>
 #include <sstream>
 
 #include "core/autograd.h"
@@ -79,7 +80,8 @@ class LMTask final : public Task {
 
   void load_state(const CheckpointData& in, const std::string& origin) override {
     load_parameters(*model_, in.params, origin);
-    train_->set_epoch_position(checkpoint_int(in, "epoch_position", origin));
+    // Windows served so far; each holds model.block_size >= 1 tokens.
+    train_->set_epoch_position(checkpoint_int(in, "epoch_position", origin, 0, checkpoint_tokens_seen(in, origin)));
     load_generator(in, "data", data_gen_, origin);
     load_generator(in, "dropout", *model_->dropout_generator(), origin);
   }
@@ -118,10 +120,17 @@ void load_generator(const CheckpointData& in, const std::string& name, core::Gen
   g.set_state(it->second.first, it->second.second);
 }
 
-int64_t checkpoint_int(const CheckpointData& in, const std::string& key, const std::string& origin) {
+int64_t checkpoint_int(const CheckpointData& in, const std::string& key, const std::string& origin, int64_t lo,
+                       int64_t hi) {
   auto it = in.ints.find(key);
   TFM_CHECK(it != in.ints.end(), origin, ": the checkpoint has no '", key, "' attribute (not a training checkpoint?)");
+  TFM_CHECK(it->second >= lo && it->second <= hi, origin, ": checkpoint attribute '", key, "' = ", it->second,
+            " is out of range (allowed ", lo, " to ", hi, "; damaged or edited checkpoint?)");
   return it->second;
+}
+
+int64_t checkpoint_tokens_seen(const CheckpointData& in, const std::string& origin) {
+  return checkpoint_int(in, "tokens_seen", origin, 0, std::numeric_limits<int64_t>::max());
 }
 
 std::unique_ptr<Task> make_task(const Config& cfg, const CheckpointData* resumed, const std::string& origin) {

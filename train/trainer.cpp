@@ -226,12 +226,14 @@ int run_train(const TrainArgs& args) {
   r.task = make_task(r.cfg, args.resume.empty() ? nullptr : &resumed, resume_path);
   r.opt = make_optimizer(r.cfg, r.task->model());
   if (!args.resume.empty()) {
+    // The step may reach train.max_steps' largest allowed value, no further.
+    r.step = checkpoint_int(resumed, "step", resume_path, 0, static_cast<int64_t>(find_key("train.max_steps")->max));
+    r.tokens_seen = checkpoint_tokens_seen(resumed, resume_path);
     r.task->load_state(resumed, resume_path);
     TFM_CHECK(resumed.meta["optimizer"] == r.opt->name(), resume_path, ": optimizer state is for '",
               resumed.meta["optimizer"], "', the config asks for optim.name = ", r.opt->name());
-    r.opt->load_state(resumed.optimizer_state, checkpoint_int(resumed, "optimizer_steps", resume_path));
-    r.step = checkpoint_int(resumed, "step", resume_path);
-    r.tokens_seen = checkpoint_int(resumed, "tokens_seen", resume_path);
+    // Skipped (non-finite) steps do not advance the optimizer: 0 <= optimizer_steps <= step.
+    r.opt->load_state(resumed.optimizer_state, checkpoint_int(resumed, "optimizer_steps", resume_path, 0, r.step));
     if (resumed.meta["best_metric"] == r.best_metric && !resumed.meta["best_value"].empty())
       r.best_val = std::stod(resumed.meta["best_value"]);
     r.metrics = resumed.metrics_jsonl;

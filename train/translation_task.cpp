@@ -132,7 +132,8 @@ class TranslationTask final : public Task {
 
   void load_state(const CheckpointData& in, const std::string& origin) override {
     load_parameters(*model_, in.params, origin);
-    batcher_->set_position(checkpoint_int(in, "batch_position", origin));
+    // Batches served so far; each holds at least one target token.
+    batcher_->set_position(checkpoint_int(in, "batch_position", origin, 0, checkpoint_tokens_seen(in, origin)));
     load_generator(in, "dropout", *model_->dropout_generator(), origin);
   }
 
