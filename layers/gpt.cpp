@@ -64,11 +64,12 @@ Tensor GPT::forward(const Tensor& ids, std::vector<KVCache>* caches) const {
   return lm_head ? lm_head->forward(x) : core::matmul(x, tok_emb->weight, false, true);
 }
 
-Tensor GPT::loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
+Tensor GPT::loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index, float label_smoothing) const {
   TFM_CHECK(targets.shape() == ids.shape(), "gpt: targets ", core::shape_str(targets.shape()), " differ from ids ",
             core::shape_str(ids.shape()));
   Tensor logits = forward(ids);
-  return core::cross_entropy(logits.reshape({-1, cfg_.vocab_size}), targets.reshape({-1}), ignore_index);
+  return core::cross_entropy(logits.reshape({-1, cfg_.vocab_size}), targets.reshape({-1}), ignore_index,
+                             label_smoothing);
 }
 
 std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int64_t n, const SamplingOptions& opt,

@@ -101,7 +101,7 @@ std::vector<KeySpec> make_schema() {
       key("train.grad_accum", V::integer, "1", "micro-batches per optimizer step", 1, 1 << 16),
       key("train.grad_clip", V::number, "1", "clip gradients to this global L2 norm; 0 disables", 0, kInf),
       key("train.label_smoothing", V::number, "0", "label smoothing of the training loss", 0, 1, true),
-      key("train.eval_every", V::integer, "250", "evaluate every N steps; 0 never", 0, 1e12),
+      key("train.eval_every", V::integer, "250", "evaluate every N steps and at the last step; 0 never", 0, 1e12),
       key("train.eval_steps", V::integer, "20", "validation batches per evaluation", 1, 1e9),
       key("train.log_every", V::integer, "10", "log every N steps", 1, 1e12),
       key("train.checkpoint_every", V::integer, "500", "checkpoint every N steps; 0 only at the end", 0, 1e12),

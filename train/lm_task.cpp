@@ -24,6 +24,7 @@ class LMTask final : public Task {
   LMTask(const Config& cfg, const CheckpointData* resumed, const std::string& origin)
       : batch_(cfg.get_int("train.batch_size")),
         eval_steps_(cfg.get_int("train.eval_steps")),
+        label_smoothing_(static_cast<float>(cfg.get_float("train.label_smoothing"))),
         data_gen_(static_cast<uint64_t>(cfg.get_int("train.seed")) + 1) {
     TFM_CHECK(cfg.get_string("data.tokenizer") == "char",
               "data.tokenizer = ", cfg.get_string("data.tokenizer"), " is not available for model.family = gpt (allowed: char)");
@@ -55,7 +56,7 @@ class LMTask final : public Task {
   core::Tensor next_loss(int64_t& tokens) override {
     const data::LMBatch b = train_->next(batch_, data_gen_);
     tokens = b.inputs.numel();
-    return model_->loss(b.inputs, b.targets);
+    return model_->loss(b.inputs, b.targets, -100, label_smoothing_);
   }
 
   std::map<std::string, double> evaluate() override {
@@ -96,6 +97,7 @@ class LMTask final : public Task {
 
  private:
   int64_t batch_, eval_steps_;
+  float label_smoothing_;  // training loss only; validation loss is unsmoothed
   core::Generator data_gen_;
   std::string path_;
   int64_t train_chars_ = 0, valid_chars_ = 0;
