@@ -474,7 +474,7 @@ void run_inspect(const InspectArgs& args, std::ostream& out) {
   if (args.attention) {
     TFM_CHECK(cfg.has_value(), path, ": the checkpoint stores no config, so its model cannot be rebuilt for --attention");
     std::ostringstream log;
-    const auto files = write_attention_maps(args, path, ck, *cfg, args.json ? log : out);
+    const auto files = write_attention_maps(args, path, ck, args.json ? log : out);
     if (args.json) out << json{{"file", path}, {"out_dir", args.out_dir}, {"files", files}}.dump(2) << "\n";
   } else if (!args.tensor.empty()) {
     print_tensor(args, path, ck, out);
