@@ -221,9 +221,9 @@ TEST_CASE("options reach the backend; options a backend does not read must stay 
   CHECK_THAT(e, Contains("model.attention_chunk_length = 32") && Contains("model.attention = naive") &&
                     Contains("test_reader"));
   o = {};
-  o.n_buckets = 8;  // read by no registered backend
+  o.n_buckets = 8;  // read by lsh only
   CHECK_THAT(error_of([&] { layers::make_attention_backend("test_reader", o); }),
-             Contains("model.attention_n_buckets = 8") && Contains("none of the registered backends"));
+             Contains("model.attention_n_buckets = 8") && Contains("(it is read by lsh)"));
   o = {};
   o.n_hashes = 0;  // out of range
   CHECK_THAT(error_of([&] { layers::make_attention_backend("test_reader", o); }),
@@ -460,7 +460,7 @@ TEST_CASE("config: model.attention_* keys are validated against the chosen backe
   // help-config lists the keys and the registry's backends.
   const std::string md = tfm::train::help_markdown();
   CHECK_THAT(md, Contains("`model.attention_chunk_length`") && Contains("`model.attention_n_hashes`") &&
-                     Contains("`model.attention_n_buckets`") && Contains("one of naive, test_reader"));
+                     Contains("`model.attention_n_buckets`") && Contains("one of naive, lsh, local, test_reader"));
 }
 
 TEST_CASE("model.attention_pattern: per-layer backends repeated over the layers", "[attention_backends]") {
@@ -469,7 +469,7 @@ TEST_CASE("model.attention_pattern: per-layer backends repeated over the layers"
   CHECK(layers::parse_attention_pattern("") == std::vector<std::string>{});
   CHECK(layers::parse_attention_pattern(" naive , test_reader") == std::vector<std::string>{"naive", "test_reader"});
   CHECK_THAT(error_of([] { layers::parse_attention_pattern("naive,,test_reader"); }),
-             Contains("model.attention_pattern") && Contains("''") && Contains("naive, test_reader"));
+             Contains("model.attention_pattern") && Contains("''") && Contains("naive, lsh, local, test_reader"));
   CHECK_THAT(error_of([] { layers::parse_attention_pattern("naive,flashy"); }), Contains("'flashy'"));
 
   layers::GPTConfig g = tiny_gpt("naive");
