@@ -5,6 +5,7 @@
 //
 //   OMP_WAIT_POLICY=PASSIVE nice build/bench/bench_duplication [--steps N] [--len N] [--vocab V]
 //       [--layers L] [--d-model D] [--heads H] [--chunk C] [--batch B] [--lr LR] [--eval N] [--seed S]
+//       [--train full,LSH-1,LSH-2,LSH-4]
 //
 // Trains one GPT per setting with shared-QK attention (model.attention =
 // lsh): "full" is the lsh backend with one chunk covering the sequence,
@@ -41,6 +42,7 @@ struct Settings {
   int64_t eval = 256;
   float lr = 1e-3f;
   uint64_t seed = 1;
+  std::string train = "full,LSH-1,LSH-2,LSH-4";  // the settings to train
 };
 
 constexpr int32_t kIgnore = -100;
@@ -136,6 +138,7 @@ int main(int argc, char** argv) {
     else if (k == "--eval") s.eval = std::atoll(v);
     else if (k == "--lr") s.lr = static_cast<float>(std::atof(v));
     else if (k == "--seed") s.seed = std::strtoull(v, nullptr, 10);
+    else if (k == "--train") s.train = v;
     else {
       std::fprintf(stderr, "bench_duplication: unknown option '%s'\n", k.c_str());
       return 1;
@@ -148,8 +151,14 @@ int main(int argc, char** argv) {
               (long long)s.len, (long long)T, (long long)(s.vocab - 1), (long long)s.layers, (long long)s.d_model,
               (long long)s.heads, (long long)s.chunk, (long long)s.batch, (long long)s.steps, s.lr,
               (long long)s.eval);
-  const std::vector<Mode> train_modes = {{"full", true, 1}, {"LSH-1", false, 1}, {"LSH-2", false, 2},
-                                         {"LSH-4", false, 4}};
+  std::vector<Mode> train_modes;
+  for (const Mode& m : std::vector<Mode>{{"full", true, 1}, {"LSH-1", false, 1}, {"LSH-2", false, 2},
+                                         {"LSH-4", false, 4}})
+    if (("," + s.train + ",").find("," + std::string(m.name) + ",") != std::string::npos) train_modes.push_back(m);
+  if (train_modes.empty()) {
+    std::fprintf(stderr, "bench_duplication: --train '%s' names none of full, LSH-1, LSH-2, LSH-4\n", s.train.c_str());
+    return 1;
+  }
   const std::vector<Mode> eval_modes = {
       {"full", true, 1}, {"LSH-8", false, 8}, {"LSH-4", false, 4}, {"LSH-2", false, 2}, {"LSH-1", false, 1}};
   std::vector<std::vector<double>> table;
