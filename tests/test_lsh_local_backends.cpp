@@ -391,3 +391,43 @@ TEST_CASE("small LMs train through the trainer with lsh, local and a mixed patte
     CHECK_THAT(log.str(), Contains("wrote 4 attention maps"));
   }
 }
+
+TEST_CASE("an lsh run resumed from a checkpoint equals an uninterrupted one", "[lsh_local][trainer]") {
+  // LSH draws fresh rotations at every forward (training and evaluation)
+  // from the model's generator, which the checkpoint carries.
+  using namespace tfm::train;
+  tfm::test::TempDir dir("lsh_resume");
+  const fs::path cfg = dir.path / "run.yaml";
+  std::ofstream(cfg) << "model:\n  n_layers: 2\n  n_heads: 2\n  d_model: 16\n  block_size: 32\n"
+                     << "  attention_pattern: lsh, local\n  attention_chunk_length: 8\n  attention_n_hashes: 2\n"
+                     << "  dropout: 0.1\ndata:\n  path: " << kFixture << "\n"
+                     << "schedule:\n  total_steps: 12\n"  // the same schedule for the 6-step first part
+                     << "train:\n  max_steps: 12\n  batch_size: 4\n  log_every: 1\n  eval_every: 3\n  eval_steps: 1\n"
+                     << "  checkpoint_every: 6\n  threads: 2\n  out_dir: " << (dir.path / "full").string() << "\n";
+  TrainArgs full;
+  full.config_path = cfg.string();
+  full.quiet = true;
+  REQUIRE(run_train(full) == 0);
+  TrainArgs first = full;
+  first.overrides = {"train.out_dir=" + (dir.path / "split").string(), "train.max_steps=6"};
+  REQUIRE(run_train(first) == 0);
+  TrainArgs second;
+  second.resume = (dir.path / "split").string();
+  second.overrides = {"train.max_steps=12"};
+  second.quiet = true;
+  REQUIRE(run_train(second) == 0);
+  auto metrics = [](const fs::path& run) {
+    std::vector<nlohmann::json> rows;
+    std::ifstream in(run / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
+    return rows;
+  };
+  const auto a = metrics(dir.path / "full"), b = metrics(dir.path / "split");
+  REQUIRE(a.size() == 12);
+  REQUIRE(b.size() == 12);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(a[i]["train_loss"].get<double>() == b[i]["train_loss"].get<double>());
+    if (a[i].contains("val_loss")) CHECK(a[i]["val_loss"].get<double>() == b[i]["val_loss"].get<double>());
+  }
+}
