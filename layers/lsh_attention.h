@@ -37,7 +37,7 @@
 //
 // Generation (KV cache, one new position per step): sorting is global over
 // the sequence, so an incremental step cannot reproduce the training
-// neighbourhoods cheaply. The fallback the attention module should use is
+// neighbourhoods cheaply. The fallback (used by the "lsh" backend) is
 // shared_qk_attention() below: full shared-QK attention of the new
 // positions over the cached (un-normalised) qk and v, with normalised keys,
 // the self-mask and the causal/padding mask. It costs O(T) per step. (The
