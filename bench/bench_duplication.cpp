@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
     for (double a : table[r]) std::printf(" %.1f |", a);
     std::printf("\n");
   }
-  std::printf("| paper, full (|w| = 511, 150k steps) | 100 | | | | |\n");
-  std::printf("| paper, LSH-4 (|w| = 511, 150k steps) | | 100 | 99.9 | 99.4 | 91.9 |\n");
+  std::printf("| paper, full (length of w 511, 150k steps) | 100 | | | | |\n");
+  std::printf("| paper, LSH-4 (length of w 511, 150k steps) | | 100 | 99.9 | 99.4 | 91.9 |\n");
   return 0;
 }
