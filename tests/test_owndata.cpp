@@ -6,16 +6,19 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
+#include "data/chrf.h"
 #include "data/text.h"
 #include "data/tokenizer.h"
 #include "data/translation.h"
 #include "data/vocab_size.h"
 #include "temp_dir.h"
+#include "tools/evaluate.h"
 #include "tools/plot.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -301,6 +304,32 @@ TEST_CASE("elapsed_s continues across resume and tfm plot draws the validation s
   CHECK(*m.rows.back().val_chrf == Approx(rows.back()["val_chrf"].get<double>()));
   const std::string svg = render_curves_svg({m});
   CHECK_THAT(svg, Contains("Validation chrF") && Contains("Validation exact match") && Contains("Validation BLEU"));
+  // tfm eval prints chrF2 and exact match of its own translations.
+  const auto pairs = digit_pairs(8, 3);
+  write_tsv(dir.path / "eval.tsv", pairs);
+  EvalArgs e;
+  e.checkpoint = (dir.path / "run").string();
+  e.data = (dir.path / "eval.tsv").string();
+  e.beam = 1;
+  std::ostringstream eval_out, hyp_out;
+  run_eval(e, eval_out);
+  std::string sources;
+  std::vector<std::string> refs, hyps;
+  for (const auto& p : pairs) sources += p.src + "\n", refs.push_back(p.tgt);
+  std::istringstream src_in(sources);
+  TranslateArgs t;
+  t.checkpoint = e.checkpoint;
+  t.beam = 1;
+  run_translate(t, src_in, hyp_out);
+  std::istringstream hyp_in(hyp_out.str());
+  for (std::string line; std::getline(hyp_in, line);) hyps.push_back(line);
+  REQUIRE(hyps.size() == refs.size());
+  char expect[64];
+  std::snprintf(expect, sizeof expect, "chrF2 = %.2f", corpus_chrf(hyps, refs).score);
+  CHECK_THAT(eval_out.str(), Contains(expect));
+  std::snprintf(expect, sizeof expect, "exact match: %.2f%%", exact_match(hyps, refs));
+  CHECK_THAT(eval_out.str(), Contains(expect));
+
   RunMetrics lm = m;
   for (auto& row : lm.rows) row.val_bleu.reset(), row.val_chrf.reset(), row.val_exact.reset();
   CHECK_FALSE(Contains("Validation chrF").match(render_curves_svg({lm})));

@@ -110,7 +110,7 @@ std::vector<KeySpec> make_schema() {
       choice("data.sp_model", "bpe", {"bpe", "unigram"}, "sentencepiece model type"),
       key("data.sp_split_digits", V::boolean, "true", "sentencepiece: every digit is its own piece"),
       key("data.sp_byte_fallback", V::boolean, "true",
-          "sentencepiece: characters outside the vocabulary become UTF-8 byte pieces instead of <unk> (256 pieces)"),
+          "sentencepiece: characters outside the vocabulary become UTF-8 byte pieces instead of the unknown piece (256 pieces)"),
       key("data.sp_character_coverage", V::number, "1", "sentencepiece: share of characters given their own piece",
           0, 1),
       key("data.sp_user_defined_symbols", V::string, "",
