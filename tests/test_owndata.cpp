@@ -335,6 +335,37 @@ TEST_CASE("elapsed_s continues across resume and tfm plot draws the validation s
   CHECK_FALSE(Contains("Validation chrF").match(render_curves_svg({lm})));
 }
 
+TEST_CASE("resuming a checkpoint without elapsed_s continues from its metric history", "[owndata][trainer]") {
+  TempDir dir("owndata_old_ckpt");
+  TrainArgs a;
+  a.config_path = seq2seq_config(dir.path, "").string();
+  a.quiet = true;
+  a.overrides = {"train.max_steps=10", "train.eval_bleu=false"};
+  REQUIRE(run_train(a) == 0);
+  // A checkpoint as written before elapsed_s existed, with a history that
+  // says 1000 s were spent.
+  CheckpointData d = load_checkpoint((dir.path / "run" / "last.h5").string());
+  REQUIRE(d.meta.erase("elapsed_s") == 1);
+  d.metrics_jsonl = "{\"step\":5,\"train_loss\":3.0,\"elapsed_s\":600.0}\n{\"step\":10,\"train_loss\":2.0,\"elapsed_s\":1000.0}\n";
+  save_checkpoint((dir.path / "old.h5").string(), d);
+  TrainArgs r;
+  r.resume = (dir.path / "old.h5").string();
+  r.quiet = true;
+  r.overrides = {"train.max_steps=15", "train.out_dir=" + (dir.path / "resumed").string()};
+  REQUIRE(run_train(r) == 0);
+  const auto rows = metrics_rows(dir.path / "resumed");
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[2]["step"] == 15);
+  CHECK(rows[2]["elapsed_s"].get<double>() >= 1000.0);
+  CHECK(rows[2]["elapsed_s"].get<double>() < 1000.0 + 600.0);
+  // A damaged value is refused with its name.
+  d.meta["elapsed_s"] = "-3";
+  save_checkpoint((dir.path / "bad.h5").string(), d);
+  r.resume = (dir.path / "bad.h5").string();
+  r.overrides = {"train.max_steps=15", "train.out_dir=" + (dir.path / "bad_run").string()};
+  CHECK_THROWS_WITH(run_train(r), Contains("bad.h5") && Contains("elapsed_s"));
+}
+
 TEST_CASE("language-model text: BOM dropped, CRLF read as LF, lone CR kept", "[owndata]") {
   int64_t crlf = -1;
   CHECK(normalize_text("\xEF\xBB\xBF" "a\r\nb\r\nc\rd", &crlf) == "a\nb\nc\rd");

@@ -10,12 +10,12 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
-#include <cstdlib>
 
 #include "core/allocator.h"
 #include "core/autograd.h"
