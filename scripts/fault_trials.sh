@@ -8,7 +8,7 @@
 # separate process under a 60 s timeout and an 8 GiB address-space limit.
 # An "error" trial is clean when tfm exits 1 with one "tfm: error: ..."
 # line; a "warn" trial (usable but suspicious input) is clean when tfm exits
-# 0 with a "tfm: warning:" line. A trial is a crash when tfm dies of a
+# 0 with a "tfm: warning:" line (inspect: a "warning" line in its summary). A trial is a crash when tfm dies of a
 # signal, hits the timeout, exits with another status or prints an
 # uncaught exception; it is silently wrong when tfm exits 0 without saying
 # anything. The files/signals/run-directory half of the issue (branch
@@ -40,7 +40,8 @@ trial() {
     verdict=crash
   elif [ "$expect" = error ] && [ $status -eq 1 ] && grep -q "^tfm: error: " "$work/err"; then
     verdict=clean
-  elif [ "$expect" = warn ] && [ $status -eq 0 ] && grep -q "^tfm: warning: " "$work/err"; then
+  elif [ "$expect" = warn ] && [ $status -eq 0 ] &&
+       { grep -q "^tfm: warning: " "$work/err" || grep -q "^warning " "$work/out"; }; then
     verdict=clean
   elif [ $status -eq 1 ]; then
     verdict=crash  # failed, but not with the promised one-line error
@@ -159,7 +160,7 @@ printf 'And God saw the light.\n' >>"$work/data.txt"
 trial data warn "$tfm" eval "$ck"
 for i in $(seq 200); do printf '\xce\xb1\xce\xb2\xce\xb3 \xd0\xb4\xd0\xb5 0123456789 XYZ#@!\n'; done >"$work/data.txt"
 trial data error "$tfm" train --resume "$work/run" --set train.max_steps=4
-trial data warn "$tfm" eval "$ck"
+trial data error "$tfm" eval "$ck"
 
 # ---------------------------------------------------------------- the other half (rel_io), when present
 if [ -f "$root/scripts/fault_trials_io.sh" ]; then

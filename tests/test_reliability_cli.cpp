@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "temp_dir.h"
+#include "tools/evaluate.h"
 #include "tools/generate.h"
 #include "tools/inspect.h"
 #include "tools/tools_cli.h"
@@ -247,6 +248,10 @@ TEST_CASE("data replaced between runs is refused on resume, data that still fits
                                    Config::parse(load_checkpoint(last.string()).config_yaml, "c"), last.string());
   CHECK(d.unknown_fraction > 0.5);
   CHECK(d.changes.size() == 1);
+  EvalArgs ev;
+  ev.checkpoint = (dir.path / "run").string();
+  std::ostringstream sink;
+  CHECK_THAT(error_of([&] { run_eval(ev, sink); }), Contains("data.path") && Contains("give --data FILE"));
 }
 
 TEST_CASE("the command line: exit status 1 with 'tfm: error:', --help 0, numeric ranges", "[cli][reliability]") {
@@ -256,6 +261,9 @@ TEST_CASE("the command line: exit status 1 with 'tfm: error:', --help 0, numeric
   r = cli({});
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Contains("tfm: error: a command is required") && Contains("sample"));
+  r = cli({"--bogus"});
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("'--bogus' is not an option") && Contains("the commands are"));
   r = cli({"--help"});
   CHECK(r.status == 0);
   CHECK_THAT(r.out, Contains("train"));

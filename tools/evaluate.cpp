@@ -181,9 +181,13 @@ void run_eval(const EvalArgs& args, std::ostream& out) {
   if (!args.data.empty()) check_regular_file(args.data, "--data");
   const LoadedModel m = load_model(args.checkpoint, "", "eval");
   if (args.data.empty())  // the config's own files: warn when they are not the ones trained on
-    if (const DataChange d = data_change(m.checkpoint, m.cfg, m.path); !d.changes.empty())
+    if (const DataChange d = data_change(m.checkpoint, m.cfg, m.path); !d.changes.empty()) {
+      TFM_CHECK(d.unknown_fraction <= kMaxUnknownFraction, "data.path: ", m.cfg.get_string("data.path"),
+                ": the data changed since ", m.path, " was written (", d.summary(), "; allowed up to ",
+                100 * kMaxUnknownFraction, "%): this is other data. Restore the files, or give --data FILE");
       std::fprintf(stderr, "tfm: warning: the data changed since %s was written (%s)\n", m.path.c_str(),
                    d.summary().c_str());
+    }
   core::NoGradGuard no_grad;
   if (m.model.gpt)
     eval_lm(args, m, out);

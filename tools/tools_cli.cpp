@@ -158,6 +158,8 @@ int parse_and_run(int argc, const char* const* argv, std::istream& in, std::ostr
         msg = "a command is required";
       else if (argv[1][0] != '-')
         msg = "unknown command '" + std::string(argv[1]) + "'";
+      else
+        msg = "'" + std::string(argv[1]) + "' is not an option of tfm itself; give a command first";
       msg += "; the commands are: " + names + " (tfm --help, or tfm COMMAND --help)";
     }
     err << "tfm: error: " << msg << "\n";

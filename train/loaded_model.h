@@ -59,6 +59,10 @@ struct DataChange {
   std::string summary() const;       // the changes and the fraction as one sentence
 };
 DataChange data_change(const CheckpointData& checkpoint, const Config& cfg, const std::string& path);
+// Up to this fraction of data.path's tokens may be unknown to the
+// checkpoint's tokenizer when the data changed (a warning); more means other
+// data, and train --resume and eval refuse it.
+constexpr double kMaxUnknownFraction = 0.01;
 
 // Loads a checkpoint file or run directory (DIR/last.h5). With `family`
 // ("gpt" or "seq2seq") a checkpoint of the other family is rejected:

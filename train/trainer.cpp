@@ -237,18 +237,14 @@ Resume find_resume(const TrainArgs& args) {
 
 // The config file (or, resuming without one, the checkpoint's own config)
 // with the --set overrides, validated.
-// Up to this fraction of the training tokens may be unknown to the
-// checkpoint's tokenizer when the data changed; more means other data.
-constexpr double kMaxUnknownOnResume = 0.01;
-
 // The data files differ from the ones the checkpoint was trained on: a
 // warning when its tokenizer still covers them, an error when it does not.
 void check_resume_data(const Config& cfg, const Resume& resume) {
   const DataChange d = data_change(resume.data, cfg, resume.path);
   if (d.changes.empty()) return;
-  TFM_CHECK(d.unknown_fraction <= kMaxUnknownOnResume, "data.path: ", cfg.get_string("data.path"),
+  TFM_CHECK(d.unknown_fraction <= kMaxUnknownFraction, "data.path: ", cfg.get_string("data.path"),
             ": the data changed since ", resume.path, " was written (", d.summary(), "; allowed up to ",
-            100 * kMaxUnknownOnResume, "%): this is other data. Restore the files, or train a new run on it");
+            100 * kMaxUnknownFraction, "%): this is other data. Restore the files, or train a new run on it");
   std::fprintf(stderr, "tfm: warning: the data changed since %s was written (%s); resuming\n", resume.path.c_str(),
                d.summary().c_str());
 }
