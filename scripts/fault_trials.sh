@@ -16,11 +16,12 @@
 # that file is sourced and calls `trial CATEGORY error|warn CMD...` too.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$root/build}
+build=$(cd "${1:-$root/build}" 2>/dev/null && pwd) || { echo "fault_trials: no build directory ${1:-$root/build}" >&2; exit 2; }
 tfm=$build/tfm
 [ -x "$tfm" ] || { echo "fault_trials: $tfm not built" >&2; exit 2; }
 work=$(mktemp -d /tmp/tfm_fault_trials.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 2  # a trial that gets past the checks writes runs/default here, not in the tree
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 declare -A tried clean crash silent
 categories=()
@@ -79,6 +80,19 @@ EOF
 cp "$text" "$work/data.txt"
 "$tfm" train "$work/tiny.yaml" >/dev/null 2>&1 || { echo "fault_trials: the fixture run failed" >&2; exit 2; }
 ck=$work/run/last.h5
+# A tiny translation run (30-token vocabulary) for the translate trials.
+en=(one two three four five six) es=(uno dos tres cuatro cinco seis)
+for i in $(seq 0 119); do
+  printf '%s %s\t%s %s\n' "${en[i % 6]}" "${en[(i / 6) % 6]}" "${es[i % 6]}" "${es[(i / 6) % 6]}"
+done >"$work/pairs.tsv"
+{
+  echo "model: {family: seq2seq, enc_layers: 1, dec_layers: 1, n_heads: 2, d_model: 16, d_ff: 32, block_size: 16}"
+  echo "data: {path: $work/pairs.tsv, tokenizer: sentencepiece, vocab_size: 30}"
+  echo "schedule: {kind: constant}"
+  echo "train: {max_steps: 2, batch_tokens: 64, eval_every: 0, threads: 1, out_dir: $work/s2s}"
+} >"$work/s2s.yaml"
+"$tfm" train "$work/s2s.yaml" >/dev/null 2>&1 || { echo "fault_trials: the translation fixture run failed" >&2; exit 2; }
+s2s=$work/s2s/last.h5
 with_config() {  # with_config NAME 'yaml text': a config file from tiny.yaml plus text
   printf '%s\n' "$2" >"$work/$1.yaml"
 }
@@ -88,7 +102,8 @@ with_config dup "$(cat "$work/tiny.yaml")
 model:
   d_model: 32"
 trial config error "$tfm" train "$work/dup.yaml"
-printf 'model:\n  d_model: 16\n  d_model: 32\ndata:\n  path: %s\n' "$text" >"$work/dup2.yaml"
+printf 'model:\n  d_model: 16\n  d_model: 32\ndata:\n  path: %s\ntrain:\n  max_steps: 2\n  out_dir: %s\n' \
+  "$text" "$work/dup2" >"$work/dup2.yaml"
 trial config error "$tfm" train "$work/dup2.yaml"
 printf 'model: 5\n' >"$work/scalar.yaml"
 trial config error "$tfm" train "$work/scalar.yaml"
@@ -121,10 +136,16 @@ trial flags error "$tfm" sample "$ck" --tokens -5
 trial flags error "$tfm" sample "$ck" --top-p 2
 trial flags error "$tfm" sample "$ck" --temperature -1
 trial flags error "$tfm" sample "$ck" --top-k x
-trial flags error "$tfm" translate "$ck" --beam 100000
-trial flags error "$tfm" translate "$ck" --beam 0
-trial flags error "$tfm" translate "$ck" --input "$work"
-trial flags error "$tfm" translate "$ck" --batch-size 0
+trial flags error "$tfm" translate "$s2s" --beam 100000
+trial flags error "$tfm" translate "$s2s" --beam 40
+trial flags error "$tfm" translate "$s2s" --beam 0
+trial flags error "$tfm" translate "$s2s" --input "$work"
+trial flags error "$tfm" translate "$s2s" --input "$work/none.txt"
+trial flags error "$tfm" translate "$s2s" --batch-size 0
+trial flags error "$tfm" translate "$s2s" --max-len-ratio 0
+trial flags error "$tfm" translate "$s2s" --length-penalty -1
+trial flags error "$tfm" translate "$ck"
+trial flags error "$tfm" sample "$s2s"
 trial flags error "$tfm" eval "$ck" --split train
 trial flags error "$tfm" eval "$ck" --data "$work"
 trial flags error "$tfm" eval "$ck" --data /dev/null

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -252,6 +253,32 @@ TEST_CASE("data replaced between runs is refused on resume, data that still fits
   ev.checkpoint = (dir.path / "run").string();
   std::ostringstream sink;
   CHECK_THAT(error_of([&] { run_eval(ev, sink); }), Contains("data.path") && Contains("give --data FILE"));
+}
+
+TEST_CASE("a beam above the target vocabulary is refused with the allowed range", "[cli][reliability]") {
+  TempDir dir("rel_beam");
+  {
+    std::ofstream tsv(dir.path / "pairs.tsv");
+    const char* en[] = {"one", "two", "three", "four", "five", "six"};
+    const char* es[] = {"uno", "dos", "tres", "cuatro", "cinco", "seis"};
+    for (int i = 0; i < 120; ++i) tsv << en[i % 6] << " " << en[(i / 6) % 6] << "\t" << es[i % 6] << " " << es[(i / 6) % 6] << "\n";
+  }
+  std::ofstream(dir.path / "s2s.yaml") << "model: {family: seq2seq, enc_layers: 1, dec_layers: 1, n_heads: 2, d_model: 16, "
+                                          "d_ff: 32, block_size: 16}\n"
+                                       << "data: {path: " << (dir.path / "pairs.tsv").string()
+                                       << ", tokenizer: sentencepiece, vocab_size: 30}\nschedule: {kind: constant}\n"
+                                       << "train: {max_steps: 1, batch_tokens: 64, eval_every: 0, threads: 1, out_dir: "
+                                       << (dir.path / "run").string() << "}\n";
+  TrainArgs a;
+  a.config_path = (dir.path / "s2s.yaml").string();
+  a.quiet = true;
+  REQUIRE(run_train(a) == 0);
+  CliResult r = cli({"translate", (dir.path / "run").string(), "--beam", "40"}, "one two\n");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("--beam 40 exceeds the target vocabulary") && Contains("allowed 1 to 30"));
+  r = cli({"translate", (dir.path / "run").string(), "--beam", "30"}, "one two\n");
+  CHECK(r.status == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
 }
 
 TEST_CASE("the command line: exit status 1 with 'tfm: error:', --help 0, numeric ranges", "[cli][reliability]") {
