@@ -137,7 +137,7 @@ LoadedModel load_model(CheckpointData checkpoint, const std::string& path, const
   m.checkpoint = std::move(checkpoint);
   TFM_CHECK(!m.checkpoint.config_yaml.empty(), path, ": the checkpoint stores no config, so its model cannot be rebuilt");
   m.cfg = Config::parse(m.checkpoint.config_yaml, path + " (config)");
-  check_usable(m.checkpoint, path, command.empty() ? "eval" : command);
+  check_usable(m.checkpoint, path, command.empty() ? "load" : command);
   const std::string stored = m.cfg.get_string("model.family");
   TFM_CHECK(family.empty() || stored == family, path, ": tfm ", command, " needs a ", family,
             " checkpoint, this one is ", stored, family == "gpt" ? " (use tfm translate)" : "");
