@@ -1,5 +1,7 @@
 #include "allocator.h"
 
+#include "core/error.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <iterator>
@@ -119,7 +121,7 @@ void* allocate(std::size_t bytes) {
   }
   if (!p) {
     c.stats.current_bytes -= static_cast<int64_t>(bytes);
-    throw std::bad_alloc();
+    detail::throw_error("out of memory: allocating ", bytes, " bytes (", static_cast<double>(bytes) / (1 << 30), " GiB) for a tensor failed");
   }
   header_of(p) = cls;
   c.stats.reserved_bytes += static_cast<int64_t>(cls);

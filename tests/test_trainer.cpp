@@ -149,10 +149,20 @@ TEST_CASE("a checkpoint that does not match the config lists the mismatches", "[
   a.config_path = write_config(dir.path).string();
   a.overrides = {"train.max_steps=2", "schedule.total_steps=2", "schedule.warmup_steps=1"};
   REQUIRE(run_train(a) == 0);
+  // A resumed run may not --set an architecture key, so the mismatch comes
+  // from a checkpoint whose stored config was edited (d_model 32 -> 64).
+  const fs::path edited = dir.path / "edited.h5";
+  {
+    CheckpointData d = load_checkpoint((dir.path / "run" / "last.h5").string());
+    const auto at = d.config_yaml.find("d_model: 32");
+    REQUIRE(at != std::string::npos);
+    d.config_yaml.replace(at, 11, "d_model: 64");
+    save_checkpoint(edited.string(), d);
+  }
   TrainArgs r;
   r.quiet = true;
-  r.resume = (dir.path / "run").string();
-  r.overrides = {"model.d_model=64", "train.max_steps=4"};
+  r.resume = edited.string();
+  r.overrides = {"train.max_steps=4"};
   REQUIRE_THROWS_WITH(run_train(r), Contains("mismatches") && Contains("tok_emb.weight") && Contains("[") &&
                                         Contains("shape differs"));
 }

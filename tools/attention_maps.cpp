@@ -112,7 +112,7 @@ std::string visible_token(const std::string& piece) {
 std::vector<std::string> write_attention_maps(const InspectArgs& args, const std::string& path,
                                               const CheckpointData& ck, std::ostream& out) {
   TFM_CHECK(!args.out_dir.empty(), "--out: an output directory is required");
-  const LoadedModel loaded = load_model(ck, path);
+  const LoadedModel loaded = load_model(ck, path, "", "inspect --attention");
   const TokenizerPair& tok = loaded.tok;
   const FamilyModel& model = loaded.model;
   core::NoGradGuard no_grad;

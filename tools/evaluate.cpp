@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <iomanip>
+#include <cstdio>
+#include <filesystem>
 #include <istream>
 #include <numeric>
 #include <ostream>
@@ -54,6 +56,9 @@ layers::DecodeOptions decode_options(const LoadedModel& m, int64_t beam, float l
   TFM_CHECK(beam >= 1, "--beam must be >= 1, got ", beam);
   TFM_CHECK(length_penalty >= 0.0f, "--length-penalty must be >= 0, got ", length_penalty);
   TFM_CHECK(ratio > 0.0f, "--max-len-ratio must be positive, got ", ratio);
+  // More beams than target tokens only repeats hypotheses (and costs beam x vocabulary scores per step).
+  TFM_CHECK(beam <= m.tok.tgt->vocab_size(), "--beam ", beam, " exceeds the target vocabulary of ", m.path, " (",
+            m.tok.tgt->vocab_size(), " tokens); allowed 1 to ", m.tok.tgt->vocab_size());
   layers::DecodeOptions opt;
   opt.beam = beam;
   opt.length_penalty = length_penalty;
@@ -154,6 +159,12 @@ void eval_translation(const EvalArgs& args, const LoadedModel& m, std::ostream& 
 
 void run_translate(const TranslateArgs& args, std::istream& in, std::ostream& out) {
   TFM_CHECK(args.batch_size >= 1, "--batch-size must be >= 1, got ", args.batch_size);
+  if (!args.input.empty()) {
+    // A directory opens and reads as empty: refuse it (FIFOs and /dev/stdin are fine).
+    TFM_CHECK(std::filesystem::exists(args.input), "--input: ", args.input, ": no such file");
+    TFM_CHECK(!std::filesystem::is_directory(args.input), "--input: ", args.input,
+              ": is a directory; expected a text file with one source sentence per line");
+  }
   const LoadedModel m = load_model(args.checkpoint, "seq2seq", "translate");
   const layers::DecodeOptions opt = decode_options(m, args.beam, args.length_penalty, args.max_len_ratio);
   std::vector<std::string> lines;
@@ -179,7 +190,16 @@ void run_translate(const TranslateArgs& args, std::istream& in, std::ostream& ou
 void run_eval(const EvalArgs& args, std::ostream& out) {
   TFM_CHECK(args.split == "valid" || args.split == "test", "--split must be valid or test, got '", args.split, "'");
   TFM_CHECK(args.batch_size >= 1, "--batch-size must be >= 1, got ", args.batch_size);
-  const LoadedModel m = load_model(args.checkpoint);
+  if (!args.data.empty()) check_regular_file(args.data, "--data");
+  const LoadedModel m = load_model(args.checkpoint, "", "eval");
+  if (args.data.empty())  // the config's own files: warn when they are not the ones trained on
+    if (const DataChange d = data_change(m.checkpoint, m.cfg, m.path); !d.changes.empty()) {
+      TFM_CHECK(d.unknown_fraction <= kMaxUnknownFraction, "data.path: ", m.cfg.get_string("data.path"),
+                ": the data changed since ", m.path, " was written (", d.summary(), "; allowed up to ",
+                100 * kMaxUnknownFraction, "%): this is other data. Restore the files, or give --data FILE");
+      std::fprintf(stderr, "tfm: warning: the data changed since %s was written (%s)\n", m.path.c_str(),
+                   d.summary().c_str());
+    }
   core::NoGradGuard no_grad;
   if (m.model.gpt)
     eval_lm(args, m, out);

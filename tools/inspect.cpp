@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "data/tokenizer.h"
 #include "tools/attention_maps.h"
+#include "train/loaded_model.h"
 #include "train/model_io.h"
 #include "tools/report_util.h"
 #include "train/trainer.h"
@@ -370,6 +371,7 @@ json summary_json(const InspectArgs& args, const std::string& path, const Checkp
   }
   info["nonfinite"] = {{"tensors", bad_tensors}, {"values", bad_values}};
   info["params"] = rows;
+  info["warnings"] = checkpoint_problems(ck);  // what sample/translate/eval/resume would refuse
   return info;
 }
 
@@ -429,6 +431,8 @@ void print_summary(const json& info, const InspectArgs& args, const std::optiona
   out << "\n";
   if (const json& nf = info["nonfinite"]; nf["values"].get<int64_t>() > 0)
     out << "non-finite  " << nf["values"] << " NaN/Inf values in " << nf["tensors"] << " tensors !!\n";
+  for (const json& w : info["warnings"])
+    out << "warning     " << w.get<std::string>() << " !! (sample, translate, eval and --resume refuse it)\n";
   if (args.show_config) {
     out << "\nconfig (resolved)\n";
     std::istringstream yaml(cfg ? cfg->to_yaml() : std::string("(none stored)\n"));
@@ -468,8 +472,14 @@ void run_inspect(const InspectArgs& args, std::ostream& out) {
   std::optional<Config> cfg;
   if (!ck.config_yaml.empty()) {
     cfg = Config::parse(ck.config_yaml, path + " (config)");
-    const FamilyModel model = build_checkpoint_model(ck, *cfg, path);
-    check_parameter_shapes(ck, model.module(), *cfg, path);
+    try {
+      const FamilyModel model = build_checkpoint_model(ck, *cfg, path);
+      check_parameter_shapes(ck, model.module(), *cfg, path);
+    } catch (const Error&) {
+      // A tokenizer that disagrees with the embedding is reported as a warning
+      // in the summary (what inspect is for); other mismatches stay errors.
+      if (checkpoint_problems(ck).empty() || args.attention) throw;
+    }
   }
   if (args.attention) {
     TFM_CHECK(cfg.has_value(), path, ": the checkpoint stores no config, so its model cannot be rebuilt for --attention");

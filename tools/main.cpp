@@ -1,6 +1,4 @@
 // The tfm command line: parses the command and dispatches; nothing else.
-#include <CLI/CLI.hpp>
-
 #include <unistd.h>
 
 #include <cstdlib>
@@ -24,18 +22,5 @@ void default_to_passive_omp_wait(char** argv) {
 
 int main(int argc, char** argv) {
   default_to_passive_omp_wait(argv);
-  CLI::App app{"tfm: train and use Transformer models on CPUs"};
-  app.require_subcommand(1);
-  const auto commands = tfm::train::add_commands(app);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  try {
-    return tfm::train::run_command(*commands, std::cin, std::cout);
-  } catch (const std::exception& e) {  // tfm::Error and anything else: one line, status 1
-    std::cerr << "tfm: error: " << e.what() << "\n";
-    return 1;
-  }
+  return tfm::train::parse_and_run(argc, argv, std::cin, std::cout, std::cerr);
 }

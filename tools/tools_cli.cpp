@@ -2,7 +2,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <iostream>
+#include <limits>
 #include <string>
 
 #include "tools/corpus.h"
@@ -38,6 +40,18 @@ struct Commands {
 
 namespace {
 
+// The allowed ranges of the numeric flags, enforced by CLI11 before the
+// value is converted, so a negative seed or 10^20 tokens is refused with the
+// flag and its range ("--tokens: Value 1e20 not in range 0 to 1000000").
+constexpr int64_t kMaxTokens = 1000000;
+constexpr int64_t kMaxBeam = 64;
+constexpr int64_t kMaxBatch = 4096;
+const CLI::Range kSeedRange(int64_t{0}, std::numeric_limits<int64_t>::max());
+const CLI::Range kTokensRange(int64_t{0}, kMaxTokens);
+const CLI::Range kBeamRange(int64_t{1}, kMaxBeam);
+const CLI::Range kBatchRange(int64_t{1}, kMaxBatch);
+const CLI::Range kLengthPenaltyRange(0.0, 10.0);
+
 void add_train(CLI::App& app, Commands& c) {
   TrainArgs& t = c.train;
   c.train_cmd = app.add_subcommand("train", "train a model from a YAML config");
@@ -54,29 +68,36 @@ void add_use(CLI::App& app, Commands& c) {
   c.sample_cmd = app.add_subcommand("sample", "generate text from a GPT checkpoint");
   c.sample_cmd->add_option("checkpoint", s.checkpoint, "checkpoint file or run directory")->required();
   c.sample_cmd->add_option("--prompt", s.prompt, "text to continue (default: a newline)");
-  c.sample_cmd->add_option("--tokens", s.tokens, "tokens to generate (default 500)");
-  c.sample_cmd->add_option("--temperature", s.sampling.temperature, "0 is greedy (default 1)");
-  c.sample_cmd->add_option("--top-k", s.sampling.top_k, "sample among the k most likely tokens (0: all)");
-  c.sample_cmd->add_option("--top-p", s.sampling.top_p, "nucleus sampling threshold in (0, 1] (default 1)");
-  c.sample_cmd->add_option("--seed", s.seed, "random seed (default 0)");
+  c.sample_cmd->add_option("--tokens", s.tokens, "tokens to generate (default 500)")->check(kTokensRange);
+  c.sample_cmd->add_option("--temperature", s.sampling.temperature, "0 is greedy (default 1)")->check(CLI::Range(0.0, 100.0));
+  c.sample_cmd->add_option("--top-k", s.sampling.top_k, "sample among the k most likely tokens (0: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  c.sample_cmd->add_option("--top-p", s.sampling.top_p, "nucleus sampling threshold in (0, 1] (default 1)")
+      ->check(CLI::Range(0.0, 1.0));
+  c.sample_cmd->add_option("--seed", s.seed, "random seed (default 0)")->check(kSeedRange);
 
   TranslateArgs& tr = c.translate;
   c.translate_cmd = app.add_subcommand("translate", "translate lines with a seq2seq checkpoint");
   c.translate_cmd->add_option("checkpoint", tr.checkpoint, "checkpoint file or run directory")->required();
   c.translate_cmd->add_option("--input", tr.input, "file with one source sentence per line (default: stdin)");
-  c.translate_cmd->add_option("--beam", tr.beam, "beam size; 1 is greedy (default 4)");
-  c.translate_cmd->add_option("--length-penalty", tr.length_penalty, "GNMT length penalty alpha (default 1)");
-  c.translate_cmd->add_option("--max-len-ratio", tr.max_len_ratio, "output length limit per source token (default 1.5)");
-  c.translate_cmd->add_option("--batch-size", tr.batch_size, "sentences per batch (default 32)");
+  c.translate_cmd->add_option("--beam", tr.beam, "beam size; 1 is greedy (default 4)")->check(kBeamRange);
+  c.translate_cmd->add_option("--length-penalty", tr.length_penalty, "GNMT length penalty alpha (default 1)")
+      ->check(kLengthPenaltyRange);
+  c.translate_cmd->add_option("--max-len-ratio", tr.max_len_ratio, "output length limit per source token (default 1.5)")
+      ->check(CLI::Range(0.0, 16.0));
+  c.translate_cmd->add_option("--batch-size", tr.batch_size, "sentences per batch (default 32)")->check(kBatchRange);
 
   EvalArgs& ev = c.eval;
   c.eval_cmd = app.add_subcommand("eval", "loss, perplexity (and BLEU) of a checkpoint on a data split");
   c.eval_cmd->add_option("checkpoint", ev.checkpoint, "checkpoint file or run directory")->required();
-  c.eval_cmd->add_option("--split", ev.split, "valid or test (default valid)");
+  c.eval_cmd->add_option("--split", ev.split, "valid or test (default valid)")
+      ->check(CLI::IsMember({"valid", "test"}));
   c.eval_cmd->add_option("--data", ev.data, "evaluate on this file instead (text for gpt, TSV for seq2seq)");
-  c.eval_cmd->add_option("--beam", ev.beam, "translation: beam size for BLEU (default 4)");
-  c.eval_cmd->add_option("--length-penalty", ev.length_penalty, "translation: length penalty (default 1)");
-  c.eval_cmd->add_option("--batch-size", ev.batch_size, "windows or sentences per batch (default 32)");
+  c.eval_cmd->add_option("--beam", ev.beam, "translation: beam size for BLEU (default 4)")->check(kBeamRange);
+  c.eval_cmd->add_option("--length-penalty", ev.length_penalty, "translation: length penalty (default 1)")
+      ->check(kLengthPenaltyRange);
+  c.eval_cmd->add_option("--batch-size", ev.batch_size, "windows or sentences per batch (default 32)")
+      ->check(kBatchRange);
 
   c.prep_cmd = app.add_subcommand(
       "prepare-data", "extract the KJV text and English-Spanish verse pairs from the Debian Bible packages");
@@ -118,6 +139,38 @@ std::shared_ptr<Commands> add_commands(CLI::App& app) {
   add_use(app, *c);
   add_inspection(app, *c);
   return c;
+}
+
+int parse_and_run(int argc, const char* const* argv, std::istream& in, std::ostream& out, std::ostream& err) {
+  CLI::App app{"tfm: train and use Transformer models on CPUs"};
+  app.require_subcommand(1);
+  const auto commands = add_commands(app);
+  std::string names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e, out, err);  // --help: 0
+    std::string msg = e.what();
+    if (app.get_subcommands().empty()) {  // no command, or an unknown one
+      if (argc <= 1)
+        msg = "a command is required";
+      else if (argv[1][0] != '-')
+        msg = "unknown command '" + std::string(argv[1]) + "'";
+      else
+        msg = "'" + std::string(argv[1]) + "' is not an option of tfm itself; give a command first";
+      msg += "; the commands are: " + names + " (tfm --help, or tfm COMMAND --help)";
+    }
+    err << "tfm: error: " << msg << "\n";
+    return 1;
+  }
+  try {
+    return run_command(*commands, in, out);
+  } catch (const std::exception& e) {  // tfm::Error and anything else: one line, status 1
+    err << "tfm: error: " << e.what() << "\n";
+    return 1;
+  }
 }
 
 int run_command(const Commands& c, std::istream& in, std::ostream& out) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -158,7 +159,21 @@ std::vector<KeySpec> make_schema() {
       key("train.eval_bleu_sentences", V::integer, "500", "seq2seq: validation sentences translated for BLEU", 1, 1e9),
       choice("train.best_metric", "val_loss", {"val_loss", "val_bleu", "val_chrf", "val_exact"},
              "what best.h5 follows (val_bleu, val_chrf and val_exact need train.eval_bleu)"),
+      key("train.memory_limit_gb", V::number, "0",
+          "refuse a run whose estimated memory (parameters, optimizer state, activations) exceeds this many GiB; "
+          "0 means the physical memory",
+          0, kInf),
   };
+  // The keys a checkpoint's weights and tokenizer fix: a resumed run may not
+  // change them (training, evaluation and data-order keys it may).
+  static const std::set<std::string> architecture{
+      "model.family",       "model.n_layers",       "model.enc_layers",   "model.dec_layers",
+      "model.n_heads",      "model.d_model",        "model.d_ff",         "model.block_size",
+      "model.positions",    "model.rope_base",      "model.norm",         "model.norm_placement",
+      "model.activation",   "model.bias",           "model.tie_embeddings", "model.share_embeddings",
+      "model.fused_qkv",    "data.tokenizer",       "data.vocab_size",    "data.sp_model",
+      "data.joint_vocab"};
+  for (KeySpec& k : s) k.architecture = architecture.count(k.key) > 0;
   const auto after = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.key == "model.activation"; });
   const std::vector<KeySpec> attention = attention_keys();
   s.insert(after + 1, attention.begin(), attention.end());
@@ -261,6 +276,13 @@ std::string unknown_key_message(const std::string& where, const std::string& k) 
          "; `tfm help-config` lists every key";
 }
 
+// The first schema key under `section`, without the section ("n_layers" for "model").
+std::string closest_section_key(const std::string& section) {
+  for (const KeySpec& s : schema())
+    if (s.key.rfind(section + ".", 0) == 0) return s.key.substr(section.size() + 1);
+  return "";
+}
+
 std::string location(const std::string& origin, const YAML::Mark& m) {
   return origin + ":" + std::to_string(m.line + 1);
 }
@@ -268,19 +290,29 @@ std::string location(const std::string& origin, const YAML::Mark& m) {
 // Flattens a YAML mapping into dotted keys, validating each as it goes.
 void walk(const YAML::Node& node, const std::string& prefix, const std::string& origin,
           std::map<std::string, std::string>& out) {
+  std::map<std::string, int> first_line;  // key -> line (1-based) of its first appearance in this mapping
   for (const auto& kv : node) {
     const YAML::Node k = kv.first, value = kv.second;  // copies: handles, not temporaries
     const std::string name = k.as<std::string>();
     const std::string full = prefix.empty() ? name : prefix + "." + name;
     const std::string where = location(origin, k.Mark());
+    if (const auto [it, fresh] = first_line.emplace(name, k.Mark().line + 1); !fresh)
+      detail::throw_error(where, ": duplicate key '", full, "' (first given at line ", it->second,
+                          "); give each key once");
+    bool is_section = false;
+    for (const KeySpec& s : schema()) is_section |= s.key.rfind(full + ".", 0) == 0;
     if (value.IsMap()) {
-      bool is_section = false;
-      for (const KeySpec& s : schema()) is_section |= s.key.rfind(full + ".", 0) == 0;
       if (!is_section) detail::throw_error(unknown_key_message(where, full));
       walk(value, full, origin, out);
       continue;
     }
     const KeySpec* spec = find_key(full);
+    if (!spec && is_section) {
+      if (value.IsNull()) continue;  // an empty section ("model:" with nothing under it)
+      detail::throw_error(where, ": '", full, "' is a section: it must be a mapping of keys (e.g. ", full, ": {",
+                          closest_section_key(full), ": ...}), got ",
+                          value.IsScalar() ? "'" + value.Scalar() + "'" : std::string("a list"));
+    }
     if (!spec) detail::throw_error(unknown_key_message(where, full));
     if (!value.IsScalar())
       detail::throw_error(where, ": ", full, " must be a single value (expected ", allowed_text(*spec), ")");
@@ -364,9 +396,9 @@ Config Config::parse(const std::string& text, const std::string& origin, const s
 }
 
 Config Config::load(const std::string& path, const std::vector<std::string>& overrides) {
+  check_regular_file(path, "config file");
   std::ifstream in(path, std::ios::binary);
-  TFM_CHECK(in.good(), path, ": cannot open config file (",
-            std::filesystem::exists(path) ? "permission denied or not a file" : "no such file", ")");
+  TFM_CHECK(in.good(), "config file: ", path, ": cannot open it (permission denied?)");
   std::stringstream ss;
   ss << in.rdbuf();
   return parse(ss.str(), path, overrides);
@@ -433,11 +465,14 @@ void Config::validate() const {
             "optim.nesterov needs optim.momentum > 0");
   const std::string path = get_string("data.path");
   TFM_CHECK(!path.empty(), "data.path is required: a UTF-8 text file (gpt) or a TSV file (seq2seq)");
-  for (const char* k : {"data.path", "data.valid_path", "data.test_path"}) {
-    const std::string& p = get_string(k);
-    TFM_CHECK(p.empty() || std::filesystem::is_regular_file(p), k, ": ", p, ": no such file");
-  }
+  for (const char* k : {"data.path", "data.valid_path", "data.test_path"})
+    if (const std::string& p = get_string(k); !p.empty()) check_regular_file(p, k);
   const bool seq2seq = get_string("model.family") == "seq2seq";
+  // No validation split at all: evaluation (and best.h5) has nothing to read.
+  if (get_float("data.valid_fraction") == 0 && get_int("train.eval_every") > 0)
+    TFM_CHECK(seq2seq && !get_string("data.valid_path").empty(), "data.valid_fraction = 0 holds out no validation ",
+              "data, but train.eval_every = ", get_int("train.eval_every"), " asks for evaluations; set ",
+              seq2seq ? "data.valid_path, " : "", "data.valid_fraction > 0 (up to 0.5) or train.eval_every = 0");
   TFM_CHECK(!seq2seq || get_string("data.tokenizer") == "sentencepiece",
             "model.family = seq2seq needs data.tokenizer = sentencepiece");
   TFM_CHECK(seq2seq || get_string("data.tokenizer") == "char", "model.family = gpt supports data.tokenizer = char");

@@ -32,6 +32,9 @@ struct KeySpec {
   double min = -1e300, max = 1e300;  // inclusive numeric range
   bool max_exclusive = false;
   std::string help;
+  // Fixed by a checkpoint's weights or tokenizer (model shape and function,
+  // tokenizer keys): a resumed run refuses to change it.
+  bool architecture = false;
 };
 
 const std::vector<KeySpec>& schema();
@@ -68,6 +71,38 @@ class Config {
 // data.vocab_size: 0 for auto, else the number; throws naming the key when
 // it is neither.
 int64_t vocab_size_setting(const Config& cfg);
+// Throws "<what>: <path>: <problem>" unless `path` names a regular file
+// (not a directory, FIFO or device) that exists: `what` is the key or flag.
+void check_regular_file(const std::string& path, const std::string& what);
+
+// Refuses a resumed run's --set overrides that change an architecture key
+// (KeySpec::architecture) from its value in the checkpoint's config, naming
+// the key, both values and `origin` (the checkpoint).
+void check_resume_overrides(const Config& stored, const std::vector<std::string>& overrides,
+                            const std::string& origin);
+
+// An estimate of the bytes a training run of `cfg` needs: parameters
+// (counted exactly for both families), gradients, optimizer state and the
+// stored activations of one micro-batch (blocks, naive attention scores,
+// logits) for a vocabulary of `vocab` tokens.
+struct MemoryEstimate {
+  double params = 0, param_bytes = 0, optimizer_bytes = 0, activation_bytes = 0;
+  double total() const { return param_bytes + optimizer_bytes + activation_bytes; }
+};
+MemoryEstimate estimate_training_memory(const Config& cfg, int64_t vocab);
+// Physical memory of this machine in bytes (0 if unknown).
+double physical_memory_bytes();
+// Refuses a config whose estimate exceeds train.memory_limit_gb (0: the
+// physical memory), naming the estimate, its parts and the keys that drive it.
+void check_training_memory(const Config& cfg);
+
+// The data files' fingerprint, stored in every checkpoint: one entry
+// "<key>=<bytes>:<xxh64 hex>" for each non-empty data.path, data.valid_path
+// and data.test_path, joined by "; " (a missing file reads "<key>=missing").
+std::string data_fingerprint(const Config& cfg);
+// The entries that differ between two fingerprints, one line each:
+// "data.path: 4096 bytes, xxh64 0123... when trained, 100 bytes, xxh64 ... now".
+std::vector<std::string> fingerprint_changes(const std::string& stored, const std::string& now);
 
 // The model.attention_* keys as backend options (model configs carry them).
 layers::AttentionBackendOptions attention_options(const Config& cfg);

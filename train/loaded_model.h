@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/translation.h"
 #include "layers/gpt.h"
@@ -35,6 +36,33 @@ struct LoadedModel {
   // The target tokenizer's pad, bos and eos ids.
   data::SpecialIds ids() const;
 };
+
+// What makes a checkpoint unusable although its file reads (a hand-edited
+// file without the integrity header passes every format check): parameters
+// or optimizer state with NaN/Inf values ("<name>: 3 of 64 values are NaN or
+// Inf"), a tokenizer that does not load, whose special ids fall outside its
+// vocabulary, or whose vocabulary differs from the embedding rows. One line
+// each; empty when the checkpoint is fine. tfm inspect prints them as warnings.
+std::vector<std::string> checkpoint_problems(const CheckpointData& checkpoint);
+
+// Throws "<path>: tfm <command> refuses this checkpoint (...)" listing the
+// problems above (sample, translate, eval and train --resume call it).
+void check_usable(const CheckpointData& checkpoint, const std::string& path, const std::string& command);
+
+// How the data files named by `cfg` differ from the ones the checkpoint was
+// trained on (its "data_fingerprint"), and how much of the training file the
+// checkpoint's tokenizer maps to its unknown id. No changes when the
+// checkpoint has no fingerprint (older files) or the files are the same.
+struct DataChange {
+  std::vector<std::string> changes;  // fingerprint_changes() lines
+  double unknown_fraction = 0;       // of data.path's tokens; 0 if the tokenizer has no unknown id
+  std::string summary() const;       // the changes and the fraction as one sentence
+};
+DataChange data_change(const CheckpointData& checkpoint, const Config& cfg, const std::string& path);
+// Up to this fraction of data.path's tokens may be unknown to the
+// checkpoint's tokenizer when the data changed (a warning); more means other
+// data, and train --resume and eval refuse it.
+constexpr double kMaxUnknownFraction = 0.01;
 
 // Loads a checkpoint file or run directory (DIR/last.h5). With `family`
 // ("gpt" or "seq2seq") a checkpoint of the other family is rejected:

@@ -26,6 +26,7 @@
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/loaded_model.h"
 #include "train/model_io.h"
 #include "train/posix_file.h"
 #include "train/task.h"
@@ -128,6 +129,7 @@ struct Run {
   double best_val = std::numeric_limits<double>::infinity();
   std::string metrics;  // JSON lines, also mirrored to OUT_DIR/metrics.jsonl
   std::string last_checkpoint;
+  std::string data_fingerprint;  // of the data files at the start (checkpoint metadata)
   bool tty = false;
   std::chrono::steady_clock::time_point start;
 };
@@ -178,6 +180,7 @@ CheckpointData snapshot(const Run& r) {
   d.meta["optimizer"] = r.opt->name();
   d.meta["best_metric"] = r.best_metric;
   d.meta["best_value"] = std::isfinite(r.best_val) ? fmt::format("{:.17g}", r.best_val) : "";
+  d.meta["data_fingerprint"] = r.data_fingerprint;
   d.ints["step"] = r.step;
   d.ints["tokens_seen"] = r.tokens_seen;
   d.ints["optimizer_steps"] = r.opt->steps();
@@ -239,17 +242,43 @@ Resume find_resume(const TrainArgs& args) {
   if (args.resume.empty()) return r;
   r.path = resolve_checkpoint(args.resume);
   r.data = load_checkpoint(r.path);
+  check_usable(r.data, r.path, "train --resume");  // NaN weights or a broken tokenizer: refuse before training
   return r;
 }
 
 // The config file (or, resuming without one, the checkpoint's own config)
 // with the --set overrides, validated.
+// The data files differ from the ones the checkpoint was trained on: a
+// warning when its tokenizer still covers them, an error when it does not.
+void check_resume_data(const Config& cfg, const Resume& resume) {
+  const DataChange d = data_change(resume.data, cfg, resume.path);
+  if (d.changes.empty()) return;
+  TFM_CHECK(d.unknown_fraction <= kMaxUnknownFraction, "data.path: ", cfg.get_string("data.path"),
+            ": the data changed since ", resume.path, " was written (", d.summary(), "; allowed up to ",
+            100 * kMaxUnknownFraction, "%): this is other data. Restore the files, or train a new run on it");
+  std::fprintf(stderr, "tfm: warning: the data changed since %s was written (%s); resuming\n", resume.path.c_str(),
+               d.summary().c_str());
+}
+
+// Resuming, the checkpoint's config is the run's: a config file beside
+// --resume is refused (it would be ignored), and so is a --set that changes
+// an architecture key. The memory estimate is checked before anything is built.
 Config resolve_config(const TrainArgs& args, const Resume& resume) {
   TFM_CHECK(resume.active() || !args.config_path.empty(), "tfm train: a config file (or --resume) is required");
-  Config cfg = resume.active() && args.config_path.empty()
-                   ? Config::parse(resume.data.config_yaml, resume.path + " (config)", args.overrides)
-                   : Config::load(args.config_path, args.overrides);
+  TFM_CHECK(!resume.active() || args.config_path.empty(), "tfm train ", args.config_path, " --resume ", args.resume,
+            ": give a config file or --resume, not both; a resumed run keeps the config stored in its checkpoint ",
+            "(change training keys with --set KEY=VALUE)");
+  Config cfg;
+  if (resume.active()) {
+    const std::string origin = resume.path + " (config)";
+    check_resume_overrides(Config::parse(resume.data.config_yaml, origin), args.overrides, resume.path);
+    cfg = Config::parse(resume.data.config_yaml, origin, args.overrides);
+  } else {
+    cfg = Config::load(args.config_path, args.overrides);
+  }
   cfg.validate();
+  check_training_memory(cfg);
+  if (resume.active()) check_resume_data(cfg, resume);
   return cfg;
 }
 
@@ -267,6 +296,7 @@ void setup(Run& r, const Resume& resume) {
             "`, or choose another train.out_dir (--set train.out_dir=...), or remove it");
   if (c.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(c.get_int("train.threads")));
   r.best_metric = c.get_string("train.best_metric");
+  r.data_fingerprint = data_fingerprint(c);
   r.task = make_task(c, resume.active() ? &resume.data : nullptr, resume.path);
   r.opt = make_optimizer(c, r.task->model());
   if (higher_is_better(r.best_metric)) r.best_val = -1.0;
@@ -473,7 +503,8 @@ std::string resolve_checkpoint(const std::string& path) {
     TFM_CHECK(fs::is_regular_file(last), path, ": a run directory without last.h5 (nothing to resume from)");
     return last.string();
   }
-  TFM_CHECK(fs::is_regular_file(path), path, ": no such checkpoint file or run directory");
+  if (!fs::exists(path)) detail::throw_error(path, ": no such checkpoint file or run directory");
+  check_regular_file(path, "checkpoint");
   return path;
 }
 
