@@ -87,7 +87,7 @@ for i in $(seq 0 119); do
 done >"$work/pairs.tsv"
 {
   echo "model: {family: seq2seq, enc_layers: 1, dec_layers: 1, n_heads: 2, d_model: 16, d_ff: 32, block_size: 16}"
-  echo "data: {path: $work/pairs.tsv, tokenizer: sentencepiece, vocab_size: 30}"
+  echo "data: {path: $work/pairs.tsv, tokenizer: sentencepiece, vocab_size: 30, sp_byte_fallback: false}"
   echo "schedule: {kind: constant}"
   echo "train: {max_steps: 2, batch_tokens: 64, eval_every: 0, threads: 1, out_dir: $work/s2s}"
 } >"$work/s2s.yaml"
