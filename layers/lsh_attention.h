@@ -141,7 +141,19 @@ Tensor shared_qk_attention(const Tensor& qk_q, const Tensor& qk, const Tensor& v
 // and mask from gen) when the call covers the whole sequence (q_offset = 0,
 // Tq = Tk), else the generation fallback shared_qk_attention over the
 // cached qk (no dropout).
+//
+// Recomputation hook (core/reversible.h): inside a recording tape scope the
+// adapter records an LshTapeEntry (the hashing and the generator position
+// after the rotations); inside a replaying scope it attends with the
+// recorded hashing (lsh_attention_hashed, dropout from the same counters)
+// instead of hashing the reconstructed input again.
 Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
                           float scale, float dropout_p, bool training, core::Generator& gen, const LshOptions& opt);
+
+// What lsh_backend_attend keeps on a reversible stack's tape.
+struct LshTapeEntry {
+  LshHashing hashing;
+  core::RngState after_rotations;
+};
 
 }  // namespace tfm::layers

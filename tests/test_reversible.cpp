@@ -1,0 +1,338 @@
+// Reversible residual stacks (core/reversible.h, model.reversible) and the
+// chunked feed-forward (model.ff_chunks): inputs rebuilt from outputs, the
+// same gradients as the ordinary two-stream stack with dropout on, LSH
+// hashing replayed from the tape instead of re-hashed, chunked FF equal to
+// unchunked, and the memory both save.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <memory>
+
+#include "core/allocator.h"
+#include "core/autograd.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "core/reversible.h"
+#include "gradcheck.h"
+#include "layers/blocks.h"
+#include "layers/gpt.h"
+#include "layers/init.h"
+#include "layers/lsh_attention.h"
+
+using namespace tfm;
+using core::Tensor;
+using Catch::Matchers::Contains;
+using tfm::test::random_tensor;
+
+namespace {
+
+// ‖a − b‖ / ‖b‖ in double precision (0 when both are zero).
+double rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.defined());
+  REQUIRE(b.defined());
+  REQUIRE(a.shape() == b.shape());
+  const std::vector<float> x = a.contiguous().to_vector(), y = b.contiguous().to_vector();
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+    den += double(y[i]) * y[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+double norm(const Tensor& a) {
+  double s = 0;
+  for (float v : a.contiguous().to_vector()) s += double(v) * v;
+  return std::sqrt(s);
+}
+
+// A registered copy of the Reformer LSH adapter (layers/lsh_attention.h),
+// so the tests reach lsh_backend_attend through MultiHeadAttention whatever
+// the built-in registry holds.
+class TestLshBackend final : public layers::AttentionBackend {
+ public:
+  explicit TestLshBackend(const layers::AttentionBackendOptions& o) {
+    opt_.chunk_length = o.chunk_length;
+    opt_.n_hashes = o.n_hashes;
+    opt_.n_buckets = o.n_buckets;
+  }
+  const char* name() const override { return "rev_test_lsh"; }
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const layers::AttentionArgs& a) const override {
+    REQUIRE(a.gen != nullptr);
+    return layers::lsh_backend_attend(q, k, v, a.mask, a.scale, a.dropout_p, a.training, *a.gen, opt_);
+  }
+
+ private:
+  layers::LshOptions opt_;
+};
+
+const char* test_lsh_backend() {
+  if (!layers::find_attention_backend("rev_test_lsh")) {
+    layers::AttentionBackendInfo info;
+    info.name = "rev_test_lsh";
+    info.help = "test copy of the LSH adapter";
+    info.supports.causal = info.supports.dropout = true;
+    info.shared_qk = true;
+    info.reads = {"chunk_length", "n_hashes", "n_buckets"};
+    info.make = [](const layers::AttentionBackendOptions& o) { return std::make_shared<TestLshBackend>(o); };
+    layers::register_attention_backend(info);
+  }
+  return "rev_test_lsh";
+}
+
+layers::BlockOptions block_opts(const std::string& attention, float dropout, bool reversible) {
+  layers::BlockOptions b;
+  b.d_model = 16;
+  b.n_heads = 2;
+  b.d_ff = 32;
+  b.dropout = dropout;
+  b.attention = attention;
+  if (attention != "naive") {
+    b.attention_options.chunk_length = 4;
+    b.attention_options.n_hashes = 2;
+  }
+  b.reversible = reversible;
+  return b;
+}
+
+struct Stack {
+  std::shared_ptr<core::Generator> gen = std::make_shared<core::Generator>(7);
+  std::shared_ptr<layers::TransformerStack> stack;
+  Stack(const layers::BlockOptions& b, int64_t n_layers) {
+    stack = std::make_shared<layers::TransformerStack>(b, n_layers, false, gen);
+    layers::init_transformer(*stack, b.d_model, 3);
+  }
+  // The ordinary two-stream stack, recorded op by op (the reference).
+  Tensor plain(const Tensor& x, const core::AttentionMask& mask) const {
+    Tensor y1 = x, y2 = x;
+    for (std::size_t i = 0; i < stack->layers->size(); ++i) {
+      y1 = core::add(y1, (*stack->layers)[i].attention_branch(y2, mask));
+      y2 = core::add(y2, (*stack->layers)[i].ffn_branch(y1));
+    }
+    return stack->final_norm->forward(core::mul(core::add(y1, y2), 0.5f));
+  }
+  std::vector<core::ReversibleLayer> branches(const core::AttentionMask& mask) const {
+    std::vector<core::ReversibleLayer> out;
+    for (std::size_t i = 0; i < stack->layers->size(); ++i) {
+      const layers::TransformerBlock* b = &(*stack->layers)[i];
+      out.push_back({[b, mask](const Tensor& h) { return b->attention_branch(h, mask); },
+                     [b](const Tensor& h) { return b->ffn_branch(h); }});
+    }
+    return out;
+  }
+};
+
+// Loss, input gradient and every parameter gradient of one forward/backward.
+std::vector<Tensor> loss_and_grads(const Stack& s, bool reversible, Tensor x0, const Tensor& w_out) {
+  for (Tensor p : s.stack->parameters()) p.zero_grad();
+  x0.zero_grad();
+  s.gen->set_state(core::RngState{7, 0});
+  core::AttentionMask mask;
+  mask.causal = true;
+  Tensor x = core::mul(x0, 1.0f);  // a non-leaf input, as the embedding output is
+  Tensor out = reversible ? s.stack->forward(x, mask) : s.plain(x, mask);
+  Tensor loss = core::sum(core::mul(out, w_out));
+  const core::RngState after_forward = s.gen->state();
+  loss.backward();
+  CHECK(s.gen->state() == after_forward);  // the replay put the generator back
+  std::vector<Tensor> r{loss.detach(), x0.grad()};
+  for (const Tensor& p : s.stack->parameters()) r.push_back(p.grad());
+  return r;
+}
+
+void check_same_gradients(const std::string& attention) {
+  Stack s(block_opts(attention, 0.1f, true), 12);
+  const Tensor x0 = random_tensor({2, 16, 16}, 11, 1.0f, true), w_out = random_tensor({2, 16, 16}, 12);
+  const auto ref = loss_and_grads(s, false, x0, w_out);
+  const auto rev = loss_and_grads(s, true, x0, w_out);
+  REQUIRE(ref.size() == rev.size());
+  const auto names = s.stack->named_parameters();
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    INFO((i == 0 ? "loss" : i == 1 ? "input" : names[i - 2].first));
+    REQUIRE(ref[i].defined());
+    // The key bias shifts every score of a query equally, so its exact
+    // gradient is 0 and both runs hold rounding noise: compare that to the
+    // scale of the input gradient.
+    if (norm(ref[i]) < 1e-5 * norm(ref[1]))
+      CHECK(norm(core::sub(rev[i], ref[i])) <= 1e-5 * norm(ref[1]));
+    else
+      CHECK(rel_diff(rev[i], ref[i]) <= 1e-5);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a 12-layer reversible stack rebuilds its inputs from its outputs", "[reversible]") {
+  Stack s(block_opts("naive", 0.1f, true), 12);
+  core::AttentionMask mask;
+  mask.causal = true;
+  const Tensor x1 = random_tensor({2, 16, 16}, 1), x2 = random_tensor({2, 16, 16}, 2);
+  const auto layers = s.branches(mask);
+  core::ReversibleRngTrace trace;
+  core::NoGradGuard no_grad;
+  const Tensor y = core::reversible_forward(layers, x1, x2, {s.gen.get()}, &trace);
+  REQUIRE(trace.f_before.size() == 12);
+  CHECK(trace.after != trace.f_before[0]);  // dropout drew from the generator
+  const auto [r1, r2] = core::reversible_inverse(layers, y.slice(0, 0, 1).squeeze(0), y.slice(0, 1, 2).squeeze(0),
+                                                 {s.gen.get()}, trace);
+  CHECK(rel_diff(r1, x1) <= 1e-5);
+  CHECK(rel_diff(r2, x2) <= 1e-5);
+  CHECK(rel_diff(y.slice(0, 0, 1).squeeze(0), x1) > 1e-2);  // the layers did change the streams
+}
+
+TEST_CASE("a reversible stack gives the gradients of the ordinary two-stream stack, dropout on", "[reversible]") {
+  check_same_gradients("naive");
+}
+
+TEST_CASE("reversible LSH layers replay the forward's hashing from the tape", "[reversible][lsh]") {
+  check_same_gradients(test_lsh_backend());
+}
+
+TEST_CASE("the reversible tape refuses a recomputation that asks for more than was recorded", "[reversible]") {
+  std::vector<std::any> tape;
+  {
+    core::ReversibleTapeScope rec(&tape, core::ReversibleTapeScope::Mode::record);
+    CHECK(core::tape_active());
+    CHECK_FALSE(core::tape_replaying());
+    core::tape_record(int64_t{5});
+  }
+  CHECK_FALSE(core::tape_active());
+  core::ReversibleTapeScope rep(&tape, core::ReversibleTapeScope::Mode::replay);
+  CHECK(std::any_cast<int64_t>(core::tape_replay()) == 5);
+  CHECK_THROWS_WITH(core::tape_replay(), Contains("asked for value 2"));
+}
+
+TEST_CASE("reversible_stack rejects branches that read outside tensors or change the generator draw",
+          "[reversible]") {
+  const Tensor w = random_tensor({8, 8}, 3, 0.3f, true);
+  const Tensor x = random_tensor({3, 8}, 4, 1.0f, true);
+  const Tensor outside = core::mul(x, 2.0f);  // has history
+  auto gen = std::make_shared<core::Generator>(5);
+  std::vector<core::ReversibleLayer> bad{
+      {[&](const Tensor& h) { return core::add(core::linear(h, w), outside); },
+       [&](const Tensor& h) { return core::linear(h, w); }}};
+  Tensor y = core::reversible_stack(bad, x, x, {gen.get()});
+  CHECK_THROWS_WITH(core::sum(y).backward(), Contains("not its argument"));
+  int calls = 0;  // draws one more number on every call
+  std::vector<core::ReversibleLayer> drift{{[&](const Tensor& h) {
+                                              gen->reserve(++calls);
+                                              return core::linear(h, w);
+                                            },
+                                            [&](const Tensor& h) { return core::linear(h, w); }}};
+  y = core::reversible_stack(drift, x, x, {gen.get()});
+  CHECK_THROWS_WITH(core::sum(y).backward(), Contains("same random numbers"));
+  CHECK_THROWS_WITH(core::reversible_stack({}, x, x), Contains("no layers"));
+}
+
+TEST_CASE("the reversible stack's activation memory does not grow with depth", "[reversible][memory]") {
+  // Peak tensor bytes of forward + backward at 2 and 8 layers: the ordinary
+  // stack keeps every layer's activations, the reversible one one layer's.
+  auto peak = [](bool reversible, int64_t n_layers) {
+    layers::BlockOptions b = block_opts("naive", 0.0f, reversible);
+    Stack s(b, n_layers);
+    const Tensor x0 = random_tensor({1, 256, 16}, 11, 1.0f, true), w_out = random_tensor({1, 256, 16}, 12);
+    core::reset_peak_memory();
+    const int64_t base = core::memory_stats().current_bytes;
+    loss_and_grads(s, reversible, x0, w_out);
+    return core::memory_stats().peak_bytes - base;
+  };
+  const int64_t rev2 = peak(true, 2), rev8 = peak(true, 8), std2 = peak(false, 2), std8 = peak(false, 8);
+  INFO("reversible " << rev2 << " -> " << rev8 << ", standard " << std2 << " -> " << std8);
+  CHECK(double(rev8) < 1.25 * double(rev2));
+  CHECK(double(std8) > 2.5 * double(std2));
+}
+
+TEST_CASE("a chunked feed-forward gives the unchunked loss and gradients", "[reversible][ff_chunks]") {
+  for (const auto act : {layers::Activation::gelu, layers::Activation::swiglu}) {
+    layers::FeedForward whole(12, 40, act, true, 1), chunked(12, 40, act, true, 3);
+    core::Generator g(9);
+    const auto wp = whole.parameters(), cp = chunked.parameters();
+    REQUIRE(wp.size() == cp.size());
+    {
+      core::NoGradGuard no_grad;
+      for (std::size_t i = 0; i < wp.size(); ++i) {
+        Tensor w = wp[i], c = cp[i];
+        layers::normal_(w, g, 0.3f);
+        c.copy_(w);
+      }
+    }
+    // T = 7 is not a multiple of 3: slices of 2, 2, 3 steps.
+    for (const int64_t T : {int64_t{7}, int64_t{1}}) {
+      Tensor x0 = random_tensor({2, T, 12}, 21, 1.0f, true);
+      const Tensor w_out = random_tensor({2, T, 12}, 22);
+      auto run = [&](const layers::FeedForward& ff) {
+        x0.zero_grad();
+        for (Tensor p : ff.parameters()) p.zero_grad();
+        Tensor loss = core::sum(core::mul(ff.forward(core::mul(x0, 1.0f)), w_out));
+        loss.backward();
+        std::vector<Tensor> r{loss.detach(), x0.grad()};
+        for (const Tensor& p : ff.parameters()) r.push_back(p.grad());
+        return r;
+      };
+      const auto a = run(whole), b = run(chunked);
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        INFO("T " << T << " tensor " << i);
+        CHECK(rel_diff(b[i], a[i]) <= 1e-6);
+      }
+    }
+  }
+  CHECK_THROWS_WITH(layers::FeedForward(4, 8, layers::Activation::relu, true, 0), Contains("model.ff_chunks"));
+}
+
+TEST_CASE("a chunked feed-forward keeps about N times less hidden activation", "[reversible][ff_chunks][memory]") {
+  auto peak = [](int64_t chunks) {
+    layers::FeedForward ff(16, 256, layers::Activation::gelu, true, chunks);
+    const Tensor x0 = random_tensor({1, 512, 16}, 1, 1.0f, true);
+    core::reset_peak_memory();
+    const int64_t base = core::memory_stats().current_bytes;
+    core::sum(ff.forward(x0)).backward();
+    return core::memory_stats().peak_bytes - base;
+  };
+  const int64_t one = peak(1), eight = peak(8);
+  INFO("peak bytes: 1 chunk " << one << ", 8 chunks " << eight);
+  // Unchunked: the hidden [512, 256] before and after gelu plus its gradient
+  // (~1.5 MB); chunked: 1/8 of that plus the [512, 16] input/output streams.
+  CHECK(double(eight) < 0.3 * double(one));
+}
+
+TEST_CASE("GPT with reversible layers and chunked FF: same loss as its plain evaluation, config checks",
+          "[reversible][gpt]") {
+  layers::GPTConfig c;
+  c.vocab_size = 11;
+  c.block_size = 16;
+  c.n_layers = 3;
+  c.n_heads = 2;
+  c.d_model = 16;
+  c.reversible = true;
+  c.ff_chunks = 4;
+  c.dropout = 0.0f;
+  layers::GPT m(c, 1);
+  std::vector<int32_t> ids(2 * 16), tg(2 * 16);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<int32_t>((i * 7) % 11);
+    tg[i] = static_cast<int32_t>((i * 5 + 3) % 11);
+  }
+  const Tensor x = core::from_vector(ids, {2, 16}), t = core::from_vector(tg, {2, 16});
+  Tensor loss = m.loss(x, t);  // recorded: the reversible node
+  loss.backward();
+  Tensor eval_loss;
+  {
+    core::NoGradGuard no_grad;  // the direct two-stream computation
+    eval_loss = m.loss(x, t);
+  }
+  CHECK(std::abs(loss.item() - eval_loss.item()) <= 1e-6f * std::abs(eval_loss.item()));
+  for (const auto& [name, p] : m.named_parameters()) {
+    INFO(name);
+    CHECK(p.grad().defined());
+  }
+  layers::GPTConfig bad = c;
+  bad.prenorm = false;
+  CHECK_THROWS_WITH(layers::validate(bad), Contains("pre-norm"));
+  bad = c;
+  bad.checkpoint_activations = true;
+  CHECK_THROWS_WITH(layers::validate(bad), Contains("exclude each other"));
+  // Generation runs the cached two-stream path.
+  core::Generator g(3);
+  layers::SamplingOptions so;
+  CHECK(m.generate({1, 2, 3}, 5, so, g).size() == 5);
+}
