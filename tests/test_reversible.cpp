@@ -5,7 +5,11 @@
 // unchunked, and the memory both save.
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "core/allocator.h"
@@ -18,13 +22,19 @@
 #include "layers/gpt.h"
 #include "layers/init.h"
 #include "layers/lsh_attention.h"
+#include "temp_dir.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
 
 using namespace tfm;
 using core::Tensor;
 using Catch::Matchers::Contains;
 using tfm::test::random_tensor;
+namespace fs = std::filesystem;
 
 namespace {
+
+const std::string kFixture = std::string(TFM_TEST_DATA_DIR) + "/fixtures/genesis1.txt";
 
 // ‖a − b‖ / ‖b‖ in double precision (0 when both are zero).
 double rel_diff(const Tensor& a, const Tensor& b) {
@@ -335,4 +345,52 @@ TEST_CASE("GPT with reversible layers and chunked FF: same loss as its plain eva
   core::Generator g(3);
   layers::SamplingOptions so;
   CHECK(m.generate({1, 2, 3}, 5, so, g).size() == 5);
+}
+
+TEST_CASE("a reversible LSH model resumed from a checkpoint equals an uninterrupted run", "[reversible][trainer]") {
+  const std::string lsh = test_lsh_backend();
+  tfm::test::TempDir dir("rev_resume");
+  const fs::path cfg = dir.path / "run.yaml";
+  std::ofstream(cfg) << "model:\n  n_layers: 2\n  n_heads: 2\n  d_model: 32\n  block_size: 32\n  dropout: 0.1\n"
+                     << "  reversible: true\n  ff_chunks: 3\n  positions: rope\n  attention: " << lsh << "\n"
+                     << "  attention_pattern: \"" << lsh << ", naive\"\n  attention_chunk_length: 8\n"
+                     << "  attention_n_hashes: 2\n"
+                     << "data:\n  path: " << kFixture << "\n"
+                     << "optim:\n  lr: 0.003\n"
+                     << "schedule:\n  kind: cosine\n  warmup_steps: 2\n  total_steps: 16\n"
+                     << "train:\n  max_steps: 16\n  batch_size: 4\n  log_every: 1\n  eval_every: 8\n  eval_steps: 1\n"
+                     << "  checkpoint_every: 8\n  threads: 2\n";
+  auto metrics = [](const fs::path& run) {
+    std::vector<nlohmann::json> rows;
+    std::ifstream in(run / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
+    return rows;
+  };
+  train::TrainArgs full;
+  full.config_path = cfg.string();
+  full.overrides = {"train.out_dir=" + (dir.path / "full").string()};
+  full.quiet = true;
+  REQUIRE(train::run_train(full) == 0);
+  train::TrainArgs first = full;
+  first.overrides = {"train.out_dir=" + (dir.path / "split").string(), "train.max_steps=8"};
+  REQUIRE(train::run_train(first) == 0);
+  train::TrainArgs second;
+  second.resume = (dir.path / "split").string();
+  second.overrides = {"train.max_steps=16"};
+  second.quiet = true;
+  REQUIRE(train::run_train(second) == 0);
+  const auto a = metrics(dir.path / "full"), b = metrics(dir.path / "split");
+  REQUIRE(a.size() == 16);
+  REQUIRE(b.size() == 16);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(a[i]["train_loss"].get<double>() == b[i]["train_loss"].get<double>());
+  }
+  const train::CheckpointData ca = train::load_checkpoint((dir.path / "full" / "last.h5").string());
+  const train::CheckpointData cb = train::load_checkpoint((dir.path / "split" / "last.h5").string());
+  REQUIRE(ca.params.size() == cb.params.size());
+  for (std::size_t i = 0; i < ca.params.size(); ++i) {
+    INFO(ca.params[i].first);
+    CHECK(ca.params[i].second.to_vector() == cb.params[i].second.to_vector());  // bitwise
+  }
 }
