@@ -5,6 +5,7 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/flash_attention.h"
 #include "core/ops.h"
 
 namespace tfm::layers {
@@ -26,6 +27,25 @@ class NaiveAttention final : public AttentionBackend {
     }
     return core::matmul(p, v);
   }
+};
+
+// softmax(q·kᵀ·scale + mask)·v in tiles (core/flash_attention.h).
+class FlashAttention final : public AttentionBackend {
+ public:
+  explicit FlashAttention(const core::FlashOptions& opt) : opt_(opt) {}
+  const char* name() const override { return "flash"; }
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& a) const override {
+    // The probe reconstructs the weights the kernel applies (the same
+    // masked softmax, before dropout) densely: inspection only.
+    if (a.probabilities) *a.probabilities = attention_probabilities(q, k, a.mask, a.scale);
+    const bool drop = a.training && a.dropout_p > 0.0f;
+    TFM_CHECK(!drop || a.gen != nullptr, "flash attention: dropout needs a generator (AttentionArgs::gen)");
+    core::Generator unused;
+    return core::flash_attention(q, k, v, a.mask, a.scale, a.dropout_p, a.training, drop ? *a.gen : unused, opt_);
+  }
+
+ private:
+  core::FlashOptions opt_;
 };
 
 // Appends new keys/values ([B, H, Tn, Dh]) to the cache, growing its buffers
@@ -59,6 +79,22 @@ AttentionBackendInfo naive_attention_backend() {
   info.supports.causal = info.supports.key_padding = info.supports.cross_attention = true;
   info.supports.kv_cache = info.supports.dropout = true;
   info.make = [](const AttentionBackendOptions&) { return std::make_shared<NaiveAttention>(); };
+  return info;
+}
+
+AttentionBackendInfo flash_attention_backend() {
+  AttentionBackendInfo info;
+  info.name = "flash";
+  info.help = "tiled with an online softmax, scores never materialised (FlashAttention-2), own backward";
+  info.supports.causal = info.supports.key_padding = info.supports.cross_attention = true;
+  info.supports.kv_cache = info.supports.dropout = true;
+  info.reads = {"q_tile", "kv_tile"};
+  info.make = [](const AttentionBackendOptions& o) {
+    core::FlashOptions f;
+    f.q_tile = o.q_tile;
+    f.kv_tile = o.kv_tile;
+    return std::make_shared<FlashAttention>(f);
+  };
   return info;
 }
 

@@ -26,6 +26,11 @@ namespace tfm::layers {
 // The "naive" backend's registry entry: every feature, reads no option,
 // builds its dense bias from the AttentionMask (attention_bias).
 AttentionBackendInfo naive_attention_backend();
+// The "flash" backend's entry: core::flash_attention (tiled, online softmax,
+// hand-written backward; the scores are never materialised). Every feature;
+// reads q_tile and kv_tile. Its dropout mask and generator use equal naive's,
+// so switching between the two keeps runs and resumes consistent.
+AttentionBackendInfo flash_attention_backend();
 
 // Additive mask bias broadcastable to [B, 1, Tq, Tk]: 0 where allowed, -inf
 // where not; undefined when nothing is masked.

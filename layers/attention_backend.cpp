@@ -15,6 +15,7 @@ namespace {
 std::vector<AttentionBackendInfo> builtin_attention_backends() {
   return {
       naive_attention_backend(),
+      flash_attention_backend(),
   };
 }
 
@@ -72,6 +73,8 @@ const std::vector<AttentionOptionSpec>& attention_option_specs() {
       {"n_hashes", &O::n_hashes, 1, 64, "hashing rounds (LSH attention)"},
       {"n_buckets", &O::n_buckets, 0, 1 << 20,
        "buckets per hashing round (LSH attention); 0 derives it from the length and chunk length"},
+      {"q_tile", &O::q_tile, 1, 1024, "query rows per tile (flash attention)"},
+      {"kv_tile", &O::kv_tile, 1, 4096, "keys per score tile (flash attention)"},
   };
   return specs;
 }

@@ -38,6 +38,8 @@ struct AttentionBackendOptions {
   int64_t chunk_length = 64;  // lsh, local: keys per chunk
   int64_t n_hashes = 1;       // lsh: hashing rounds
   int64_t n_buckets = 0;      // lsh: buckets per round; 0 = derived from the length and chunk_length
+  int64_t q_tile = 64;        // flash: query rows per work item
+  int64_t kv_tile = 256;      // flash: keys per score tile
 };
 
 // One row per option: drives the config keys, their validation and the

@@ -412,7 +412,7 @@ TEST_CASE("fused QKV equals separate projections with copied weights", "[layers]
 }
 
 TEST_CASE("attention configuration errors", "[layers]") {
-  REQUIRE_THROWS_WITH(layers::make_attention_backend("flash"), Contains("flash") && Contains("naive"));
+  REQUIRE_THROWS_WITH(layers::make_attention_backend("fast"), Contains("fast") && Contains("naive"));
   layers::AttentionOptions opt;
   opt.d_model = 8, opt.n_heads = 2, opt.backend = "nope";
   auto gen = std::make_shared<core::Generator>(1);
