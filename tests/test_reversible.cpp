@@ -352,7 +352,7 @@ TEST_CASE("a reversible LSH model resumed from a checkpoint equals an uninterrup
   tfm::test::TempDir dir("rev_resume");
   const fs::path cfg = dir.path / "run.yaml";
   std::ofstream(cfg) << "model:\n  n_layers: 2\n  n_heads: 2\n  d_model: 32\n  block_size: 32\n  dropout: 0.1\n"
-                     << "  reversible: true\n  ff_chunks: 3\n  positions: rope\n  attention: " << lsh << "\n"
+                     << "  reversible: true\n  ff_chunks: 3\n  positions: rope\n"
                      << "  attention_pattern: \"" << lsh << ", naive\"\n  attention_chunk_length: 8\n"
                      << "  attention_n_hashes: 2\n"
                      << "data:\n  path: " << kFixture << "\n"
