@@ -5,7 +5,9 @@
 // Default model: d_model 128, 4 heads, d_ff 512, block 4096, batch 1,
 // vocabulary 65, dropout 0.1, local attention (chunk 128), depths 2, 6, 12.
 // Peak memory is core::memory_stats().peak_bytes over the step (live tensor
-// bytes, deterministic; parameters and gradients included). Time is the
+// bytes, deterministic; parameters and gradients included); the activation
+// column subtracts the parameters and their gradients (2 × 4 bytes each),
+// which grow with depth in both modes. Time is the
 // median of --steps timed steps after one warm-up step: indicative only on a
 // shared machine. The two modes are different models (one residual stream vs
 // two averaged ones), so their losses differ; tests/test_reversible.cpp
@@ -91,6 +93,9 @@ void register_fallback_backends() {
 struct Result {
   double loss = 0, median_s = 0;
   int64_t peak_bytes = 0;
+  int64_t param_bytes = 0;  // parameters; their gradients take as much again
+  // Peak minus parameters and gradients: what the activations took.
+  double activation_mb() const { return static_cast<double>(peak_bytes - 2 * param_bytes) / 1e6; }
 };
 
 Result run(const layers::GPTConfig& base, bool reversible, int steps) {
@@ -105,6 +110,7 @@ Result run(const layers::GPTConfig& base, bool reversible, int steps) {
   const core::Tensor seq = core::from_vector(ids, {1, T + 1});
   const core::Tensor x = seq.slice(1, 0, T).contiguous(), y = seq.slice(1, 1, T + 1).contiguous();
   Result r;
+  r.param_bytes = model.num_parameters() * static_cast<int64_t>(sizeof(float));
   std::vector<double> times;
   for (int s = 0; s <= steps; ++s) {
     model.zero_grad();
@@ -198,25 +204,27 @@ int main(int argc, char** argv) {
               cfg.attention.c_str(), pattern.empty() ? "" : ", pattern ", pattern.c_str(),
               static_cast<long long>(cfg.attention_options.chunk_length),
               static_cast<long long>(cfg.attention_options.n_hashes), static_cast<long long>(cfg.ff_chunks));
-  std::printf("| layers | mode | peak tensor MB | step s (median of %d) | loss |\n|---|---|---|---|---|\n", steps);
+  std::printf("| layers | mode | peak tensor MB | of it activations MB | step s (median of %d) | loss |\n"
+              "|---|---|---|---|---|---|\n",
+              steps);
   std::fflush(stdout);
   for (const int64_t L : depths) {
     cfg.n_layers = L;
     Result s, r;
     if (do_std) {
       s = run(cfg, false, steps);
-      std::printf("| %lld | standard | %.1f | %.3f | %.6f |\n", static_cast<long long>(L), s.peak_bytes / 1e6,
-                  s.median_s, s.loss);
+      std::printf("| %lld | standard | %.1f | %.1f | %.3f | %.6f |\n", static_cast<long long>(L), s.peak_bytes / 1e6,
+                  s.activation_mb(), s.median_s, s.loss);
     }
     if (do_rev) {
       r = run(cfg, true, steps);
-      std::printf("| %lld | reversible | %.1f | %.3f | %.6f |\n", static_cast<long long>(L), r.peak_bytes / 1e6,
-                  r.median_s, r.loss);
+      std::printf("| %lld | reversible | %.1f | %.1f | %.3f | %.6f |\n", static_cast<long long>(L),
+                  r.peak_bytes / 1e6, r.activation_mb(), r.median_s, r.loss);
     }
     if (do_std && do_rev) {
-      std::printf("| %lld | ratio rev/std | %.3f | %.2f | |\n", static_cast<long long>(L),
+      std::printf("| %lld | ratio rev/std | %.3f | %.3f | %.2f | |\n", static_cast<long long>(L),
                   static_cast<double>(r.peak_bytes) / static_cast<double>(s.peak_bytes),
-                  s.median_s > 0 ? r.median_s / s.median_s : 0.0);
+                  r.activation_mb() / s.activation_mb(), s.median_s > 0 ? r.median_s / s.median_s : 0.0);
     }
     std::fflush(stdout);
   }
