@@ -5,6 +5,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "layers/heads.h"
 #include "layers/init.h"
 
 namespace tfm::layers {
@@ -13,8 +14,7 @@ void validate(const GPTConfig& c) {
   TFM_CHECK(c.vocab_size > 0, "gpt: vocab_size must be positive, got ", c.vocab_size);
   TFM_CHECK(c.block_size > 0, "gpt: block_size must be positive, got ", c.block_size);
   TFM_CHECK(c.n_layers > 0, "gpt: n_layers must be positive, got ", c.n_layers);
-  TFM_CHECK(c.n_heads > 0 && c.d_model > 0 && c.d_model % c.n_heads == 0, "gpt: d_model (", c.d_model,
-            ") must be a positive multiple of n_heads (", c.n_heads, ")");
+  head_dim(c.d_model, c.n_heads, "gpt: d_model", "n_heads");
   TFM_CHECK(c.d_ff >= 0, "gpt: d_ff must be >= 0 (0 means 4·d_model), got ", c.d_ff);
   TFM_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f, "gpt: dropout must be in [0, 1), got ", c.dropout);
   TFM_CHECK(c.positions != PositionKind::rope || (c.d_model / c.n_heads) % 2 == 0,
@@ -76,11 +76,12 @@ Tensor GPT::forward(const Tensor& ids, std::vector<KVCache>* caches) const {
   return lm_head ? lm_head->forward(x) : core::matmul(x, tok_emb->weight, false, true);
 }
 
-Tensor GPT::loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
+Tensor GPT::loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index, float label_smoothing) const {
   TFM_CHECK(targets.shape() == ids.shape(), "gpt: targets ", core::shape_str(targets.shape()), " differ from ids ",
             core::shape_str(ids.shape()));
   Tensor logits = forward(ids);
-  return core::cross_entropy(logits.reshape({-1, cfg_.vocab_size}), targets.reshape({-1}), ignore_index);
+  return core::cross_entropy(logits.reshape({-1, cfg_.vocab_size}), targets.reshape({-1}), ignore_index,
+                             label_smoothing);
 }
 
 std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int64_t n, const SamplingOptions& opt,

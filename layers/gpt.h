@@ -52,8 +52,10 @@ class GPT : public Module {
   // ids continue the cached sequence: position offset = caches[0].len.
   Tensor forward(const Tensor& ids, std::vector<KVCache>* caches = nullptr) const;
   // Mean cross-entropy of next-token predictions; targets i32 [B, T]
-  // (entries equal to ignore_index are skipped).
-  Tensor loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index = -100) const;
+  // (entries equal to ignore_index are skipped), against (1 - e)·onehot + e/V
+  // with label_smoothing e.
+  Tensor loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index = -100,
+              float label_smoothing = 0.0f) const;
 
   // Continues `prompt` by `n` tokens with the KV cache, calling on_token for
   // each new token as it is chosen. When the context would exceed

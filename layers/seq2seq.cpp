@@ -5,6 +5,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "layers/heads.h"
 #include "layers/init.h"
 
 namespace tfm::layers {
@@ -12,8 +13,7 @@ namespace tfm::layers {
 void validate(const Seq2SeqConfig& c) {
   TFM_CHECK(c.src_vocab > 0 && c.tgt_vocab > 0, "seq2seq: vocabulary sizes must be positive, got ", c.src_vocab,
             " and ", c.tgt_vocab);
-  TFM_CHECK(c.n_heads > 0 && c.d_model > 0 && c.d_model % c.n_heads == 0, "seq2seq: d_model (", c.d_model,
-            ") must be a positive multiple of n_heads (", c.n_heads, ")");
+  head_dim(c.d_model, c.n_heads, "seq2seq: d_model", "n_heads");
   TFM_CHECK(c.enc_layers > 0 && c.dec_layers > 0, "seq2seq: layer counts must be positive");
   TFM_CHECK(c.d_ff > 0 && c.max_len > 0, "seq2seq: d_ff and max_len must be positive");
   TFM_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f, "seq2seq: dropout must be in [0, 1), got ", c.dropout);

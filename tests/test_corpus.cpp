@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "data/corpus.h"
+#include "tools/corpus.h"
 #include "data/text.h"
 
 using namespace tfm::data;

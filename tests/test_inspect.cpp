@@ -25,7 +25,7 @@
 #include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
-#include "train/inspect.h"
+#include "tools/inspect.h"
 #include "train/model_io.h"
 
 namespace fs = std::filesystem;
@@ -472,7 +472,7 @@ TEST_CASE("bad files give one error line naming the file", "[inspect]") {
       msg = e.what();
     }
     INFO(msg);
-    CHECK_THAT(msg, Contains(path) && Contains("d_model 64") && Contains("tok_emb.weight is [13, 32] in the file, [13, 64] expected"));
+    CHECK_THAT(msg, Contains(path) && Contains("d_model 64") && Contains("shape differs: tok_emb.weight is [13, 32] in the checkpoint, [13, 64] in the model"));
     CHECK(msg.find('\n') == std::string::npos);
     // A config describing a vastly bigger model is refused before it is built.
     d.config_yaml = Config::parse("model:\n  n_layers: 1000\n  d_model: 8192\n  n_heads: 2\n", "c").to_yaml();

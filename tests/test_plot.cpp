@@ -18,12 +18,12 @@
 #include "layers/attention.h"
 #include "layers/seq2seq.h"
 #include "temp_dir.h"
-#include "train/attention_maps.h"
+#include "tools/attention_maps.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
-#include "train/inspect.h"
+#include "tools/inspect.h"
 #include "train/model_io.h"
-#include "train/plot.h"
+#include "tools/plot.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;

@@ -15,8 +15,8 @@
 #include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "core/rng.h"
-#include "train/evaluate.h"
-#include "train/generate.h"
+#include "tools/evaluate.h"
+#include "tools/generate.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;

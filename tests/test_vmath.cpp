@@ -21,7 +21,12 @@ double ulps(float got, double ref) {
 
 }  // namespace
 
-TEST_CASE("vexp is within 2 ulp of exp over the float range, denormals included", "[vmath]") {
+// Measured once over every float input with a normal result (2.24e9 of
+// them, see the README's "Vectorised math"): the worst error is 1.023 ulp, at
+// x = 26.716946; this grid's worst is 0.99 ulp. The bound below is that
+// measurement with a little room, and the exhaustive worst input is checked
+// by name.
+TEST_CASE("vexp is within 1.05 ulp of exp over the float range, denormals within one step", "[vmath]") {
   double worst = 0, worst_x = 0;
   for (double xd = -103.0; xd <= 88.72; xd += 1.0 / 1024 + 1e-7) {
     const float x = static_cast<float>(xd);
@@ -35,7 +40,8 @@ TEST_CASE("vexp is within 2 ulp of exp over the float range, denormals included"
     if (e > worst) worst = e, worst_x = xd;
   }
   INFO("worst " << worst << " ulp at x = " << worst_x);
-  CHECK(worst <= 2.0);
+  CHECK(worst <= 1.05);
+  CHECK(ulps(vm::vexp(26.716946f), std::exp(static_cast<double>(26.716946f))) <= 1.05);
   CHECK(vm::vexp(0.0f) == 1.0f);
   CHECK(vm::vexp(-kInf) == 0.0f);
   CHECK(vm::vexp(-200.0f) == 0.0f);

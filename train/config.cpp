@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "layers/heads.h"
 
 namespace tfm::train {
 
@@ -137,7 +138,7 @@ std::vector<KeySpec> make_schema() {
       key("train.grad_accum", V::integer, "1", "micro-batches per optimizer step", 1, 1 << 16),
       key("train.grad_clip", V::number, "1", "clip gradients to this global L2 norm; 0 disables", 0, kInf),
       key("train.label_smoothing", V::number, "0", "label smoothing of the training loss", 0, 1, true),
-      key("train.eval_every", V::integer, "250", "evaluate every N steps; 0 never", 0, 1e12),
+      key("train.eval_every", V::integer, "250", "evaluate every N steps and at the last step; 0 never", 0, 1e12),
       key("train.eval_steps", V::integer, "20", "validation batches per evaluation", 1, 1e9),
       key("train.log_every", V::integer, "10", "log every N steps", 1, 1e12),
       key("train.checkpoint_every", V::integer, "500", "checkpoint every N steps; 0 only at the end", 0, 1e12),
@@ -247,18 +248,6 @@ void validate_attention(const Config& c) {
   layers::check_attention_options(attention, pattern, attention_options(c));
 }
 
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
 std::string unknown_key_message(const std::string& where, const std::string& k) {
   const std::string hint = closest_key(k);
   return where + ": unknown key '" + k + "'" + (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
@@ -293,6 +282,18 @@ void walk(const YAML::Node& node, const std::string& prefix, const std::string& 
 }
 
 }  // namespace
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
 
 const std::vector<KeySpec>& schema() {
   static const std::vector<KeySpec> s = make_schema();
@@ -406,7 +407,7 @@ std::string Config::to_yaml() const {
 
 void Config::validate() const {
   const int64_t d = get_int("model.d_model"), h = get_int("model.n_heads");
-  TFM_CHECK(d % h == 0, "model.d_model (", d, ") must be a multiple of model.n_heads (", h, ")");
+  layers::head_dim(d, h, "model.d_model", "model.n_heads");
   if (get_string("model.positions") == "rope")
     TFM_CHECK((d / h) % 2 == 0, "model.positions = rope needs an even head size (model.d_model / model.n_heads = ",
               d / h, ")");

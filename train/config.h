@@ -8,6 +8,7 @@
 // and what is allowed. Everything is validated before anything is allocated.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -72,6 +73,10 @@ layers::AttentionBackendOptions attention_options(const Config& cfg);
 std::string help_text();
 // The same as a Markdown table (for the README).
 std::string help_markdown();
+
+// Levenshtein distance between two byte strings (insertions, deletions and
+// substitutions of one byte each cost 1).
+std::size_t edit_distance(const std::string& a, const std::string& b);
 
 // Closest schema key to `key` (edit distance), or "" when nothing is close.
 std::string closest_key(const std::string& key);

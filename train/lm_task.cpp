@@ -1,6 +1,7 @@
 // The language-modelling task: a GPT on a UTF-8 text file, character
 // tokenizer, nanoGPT split (first 1 − valid_fraction of the characters
 // train, the rest validate), random or epoch windows.
+#include <limits>
 #include <sstream>
 
 #include "core/autograd.h"
@@ -12,6 +13,7 @@
 #include "layers/gpt.h"
 #include "train/model_io.h"
 #include "train/task.h"
+#include "train/task_data.h"
 
 namespace tfm::train {
 
@@ -22,6 +24,7 @@ class LMTask final : public Task {
   LMTask(const Config& cfg, const CheckpointData* resumed, const std::string& origin)
       : batch_(cfg.get_int("train.batch_size")),
         eval_steps_(cfg.get_int("train.eval_steps")),
+        label_smoothing_(static_cast<float>(cfg.get_float("train.label_smoothing"))),
         data_gen_(static_cast<uint64_t>(cfg.get_int("train.seed")) + 1) {
     TFM_CHECK(cfg.get_string("data.tokenizer") == "char",
               "data.tokenizer = ", cfg.get_string("data.tokenizer"), " is not available for model.family = gpt (allowed: char)");
@@ -29,7 +32,7 @@ class LMTask final : public Task {
     const std::vector<char32_t> cps = data::decode_utf8(data::read_file(path_), path_);
     TFM_CHECK(!cps.empty(), path_, ": empty corpus");
     const auto split =
-        static_cast<std::ptrdiff_t>(static_cast<double>(cps.size()) * (1.0 - cfg.get_float("data.valid_fraction")));
+        static_cast<std::ptrdiff_t>(text_validation_start(cps.size(), cfg.get_float("data.valid_fraction")));
     const std::vector<char32_t> train_cps(cps.begin(), cps.begin() + split), valid_cps(cps.begin() + split, cps.end());
     if (resumed) {
       auto tok = data::load_tokenizer(resumed->tokenizer_kind, resumed->tokenizer_blob);
@@ -53,7 +56,7 @@ class LMTask final : public Task {
   core::Tensor next_loss(int64_t& tokens) override {
     const data::LMBatch b = train_->next(batch_, data_gen_);
     tokens = b.inputs.numel();
-    return model_->loss(b.inputs, b.targets);
+    return model_->loss(b.inputs, b.targets, -100, label_smoothing_);
   }
 
   std::map<std::string, double> evaluate() override {
@@ -78,7 +81,8 @@ class LMTask final : public Task {
 
   void load_state(const CheckpointData& in, const std::string& origin) override {
     load_parameters(*model_, in.params, origin);
-    train_->set_epoch_position(checkpoint_int(in, "epoch_position", origin));
+    // Windows served so far; each holds model.block_size >= 1 tokens.
+    train_->set_epoch_position(checkpoint_int(in, "epoch_position", origin, 0, checkpoint_tokens_seen(in, origin)));
     load_generator(in, "data", data_gen_, origin);
     load_generator(in, "dropout", *model_->dropout_generator(), origin);
   }
@@ -93,6 +97,7 @@ class LMTask final : public Task {
 
  private:
   int64_t batch_, eval_steps_;
+  float label_smoothing_;  // training loss only; validation loss is unsmoothed
   core::Generator data_gen_;
   std::string path_;
   int64_t train_chars_ = 0, valid_chars_ = 0;
@@ -117,10 +122,17 @@ void load_generator(const CheckpointData& in, const std::string& name, core::Gen
   g.set_state(it->second.first, it->second.second);
 }
 
-int64_t checkpoint_int(const CheckpointData& in, const std::string& key, const std::string& origin) {
+int64_t checkpoint_int(const CheckpointData& in, const std::string& key, const std::string& origin, int64_t lo,
+                       int64_t hi) {
   auto it = in.ints.find(key);
   TFM_CHECK(it != in.ints.end(), origin, ": the checkpoint has no '", key, "' attribute (not a training checkpoint?)");
+  TFM_CHECK(it->second >= lo && it->second <= hi, origin, ": checkpoint attribute '", key, "' = ", it->second,
+            " is out of range (allowed ", lo, " to ", hi, "; damaged or edited checkpoint?)");
   return it->second;
+}
+
+int64_t checkpoint_tokens_seen(const CheckpointData& in, const std::string& origin) {
+  return checkpoint_int(in, "tokens_seen", origin, 0, std::numeric_limits<int64_t>::max());
 }
 
 std::unique_ptr<Task> make_task(const Config& cfg, const CheckpointData* resumed, const std::string& origin) {

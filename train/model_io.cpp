@@ -90,35 +90,37 @@ TokenizerPair load_tokenizers(const CheckpointData& in, const std::string& origi
   return t;
 }
 
-void load_parameters(const layers::Module& model, const std::vector<std::pair<std::string, core::Tensor>>& params,
-                     const std::string& origin) {
-  std::map<std::string, core::Tensor> file(params.begin(), params.end());
-  std::ostringstream problems;
-  int count = 0;
+std::vector<std::string> parameter_mismatches(const layers::Module& model,
+                                              const std::vector<std::pair<std::string, core::Tensor>>& params) {
+  const std::map<std::string, core::Tensor> file(params.begin(), params.end());
   const auto named = model.named_parameters();
+  std::vector<std::string> problems;
   for (const auto& [name, p] : named) {
     auto it = file.find(name);
-    if (it == file.end()) {
-      problems << "\n  missing from the checkpoint: " << name << " " << core::shape_str(p.shape());
-      ++count;
-    } else if (it->second.shape() != p.shape()) {
-      problems << "\n  shape differs: " << name << " is " << core::shape_str(it->second.shape())
-               << " in the checkpoint, " << core::shape_str(p.shape()) << " in the model";
-      ++count;
-    }
+    if (it == file.end())
+      problems.push_back("missing from the checkpoint: " + name + " " + core::shape_str(p.shape()));
+    else if (it->second.shape() != p.shape())
+      problems.push_back("shape differs: " + name + " is " + core::shape_str(it->second.shape()) + " in the checkpoint, " +
+                         core::shape_str(p.shape()) + " in the model");
   }
-  for (const auto& [name, t] : params) {
-    bool known = false;
-    for (const auto& [n, p] : named) known |= n == name;
-    if (!known) {
-      problems << "\n  not in the model: " << name << " " << core::shape_str(t.shape());
-      ++count;
-    }
+  const std::map<std::string, core::Tensor> in_model(named.begin(), named.end());
+  for (const auto& [name, t] : params)
+    if (!in_model.count(name)) problems.push_back("not in the model: " + name + " " + core::shape_str(t.shape()));
+  return problems;
+}
+
+void load_parameters(const layers::Module& model, const std::vector<std::pair<std::string, core::Tensor>>& params,
+                     const std::string& origin) {
+  const std::vector<std::string> problems = parameter_mismatches(model, params);
+  if (!problems.empty()) {
+    std::ostringstream os;
+    for (const std::string& p : problems) os << "\n  " << p;
+    detail::throw_error(origin, ": the checkpoint does not match the model built from its config (", problems.size(),
+                        problems.size() == 1 ? " mismatch):" : " mismatches):", os.str());
   }
-  TFM_CHECK(count == 0, origin, ": the checkpoint does not match the model built from its config (", count,
-            " mismatches):", problems.str());
+  const std::map<std::string, core::Tensor> file(params.begin(), params.end());
   core::NoGradGuard no_grad;
-  for (const auto& [name, p] : named) {
+  for (const auto& [name, p] : model.named_parameters()) {
     core::Tensor dst = p;
     dst.copy_(file.at(name));
   }

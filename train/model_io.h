@@ -32,6 +32,13 @@ struct TokenizerPair {
 void store_tokenizers(CheckpointData& out, const TokenizerPair& t);
 TokenizerPair load_tokenizers(const CheckpointData& in, const std::string& origin);
 
+// Every way the checkpoint parameters differ from the model's, one line
+// each: "missing from the checkpoint: <name> <shape>", "shape differs: <name>
+// is <shape> in the checkpoint, <shape> in the model", "not in the model:
+// <name> <shape>". Empty when they match.
+std::vector<std::string> parameter_mismatches(const layers::Module& model,
+                                              const std::vector<std::pair<std::string, core::Tensor>>& params);
+
 // Copies checkpoint parameters into the model. Every mismatch (a parameter
 // missing from the file, one the model does not have, a shape that differs)
 // is collected and reported in one error naming `origin`.

@@ -48,6 +48,14 @@ std::unique_ptr<Task> make_translation_task(const Config& cfg, const CheckpointD
 // Generator state helpers for checkpoints.
 void save_generator(CheckpointData& out, const std::string& name, const core::Generator& g);
 void load_generator(const CheckpointData& in, const std::string& name, core::Generator& g, const std::string& origin);
-int64_t checkpoint_int(const CheckpointData& in, const std::string& key, const std::string& origin);
+// The integer attribute `key`, checked to lie in [lo, hi] before anyone uses
+// it (a damaged or edited checkpoint must not index out of bounds, reverse
+// Adam's bias correction or replay batches for hours). Throws naming
+// `origin`, the key, the value and the allowed range.
+int64_t checkpoint_int(const CheckpointData& in, const std::string& key, const std::string& origin, int64_t lo,
+                       int64_t hi);
+// Upper bound for counts of things that each consumed at least one training
+// token (windows, batches): the checkpoint's tokens_seen, itself checked.
+int64_t checkpoint_tokens_seen(const CheckpointData& in, const std::string& origin);
 
 }  // namespace tfm::train

@@ -25,6 +25,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/model_io.h"
+#include "train/posix_file.h"
 #include "train/task.h"
 
 #ifndef TFM_VERSION
@@ -78,30 +79,41 @@ std::string now_iso() {
   return buf;
 }
 
-// Writes text to path atomically (temp file + rename).
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    TFM_CHECK(out.good(), tmp.string(), ": cannot write");
+// The checkpoint a run resumes from (none for a new run).
+struct Resume {
+  std::string path;
+  CheckpointData data;
+  bool active() const { return !path.empty(); }
+  std::string meta(const std::string& key) const {
+    auto it = data.meta.find(key);
+    return it == data.meta.end() ? std::string() : it->second;
   }
-  fs::rename(tmp, path);
-}
+};
 
-// Points `link` at `target` atomically (hard link to a temp name, then rename).
-void link_atomic(const fs::path& target, const fs::path& link) {
-  const fs::path tmp = link.parent_path() / ("." + link.filename().string() + ".tmp");
-  std::error_code ec;
-  fs::remove(tmp, ec);
-  fs::create_hard_link(target, tmp, ec);
-  if (ec) fs::copy_file(target, tmp, fs::copy_options::overwrite_existing);
-  fs::rename(tmp, link);
-}
+// The loop's settings, read from the config once.
+struct LoopSettings {
+  int64_t max_steps = 0, accum = 1, log_every = 1, eval_every = 0, ckpt_every = 0;
+  float clip = 0;
+  bool skip_nonfinite = false;
+};
+
+// What one optimizer step produced.
+struct StepResult {
+  int64_t step = 0;
+  float lr = 0, loss = 0, grad_norm = 0;
+  bool finite = true;
+};
+
+// Training throughput and loss since the last logged row.
+struct Window {
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  int64_t tokens = 0, steps = 0;
+  double loss = 0;
+};
 
 struct Run {
   Config cfg;
+  LoopSettings loop;
   fs::path out_dir;
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<Task> task;
@@ -114,6 +126,7 @@ struct Run {
   std::string metrics;  // JSON lines, also mirrored to OUT_DIR/metrics.jsonl
   std::string last_checkpoint;
   bool tty = false;
+  std::chrono::steady_clock::time_point start;
 };
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& cfg, const layers::Module& model) {
@@ -176,11 +189,11 @@ void save(Run& r, bool is_best) {
   const CheckpointData d = snapshot(r);
   if (keep > 0) {
     save_checkpoint(numbered.string(), d);
-    link_atomic(numbered, last);
+    link_file_atomic(numbered.string(), last.string());
   } else {
     save_checkpoint(last.string(), d);
   }
-  if (is_best) link_atomic(last, best);
+  if (is_best) link_file_atomic(last.string(), best.string());
   r.last_checkpoint = last.string();
   std::vector<fs::path> numbered_files;
   for (const auto& e : fs::directory_iterator(r.out_dir)) {
@@ -208,6 +221,217 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
+// ---------------------------------------------------------------- the steps of run_train
+
+Resume find_resume(const TrainArgs& args) {
+  Resume r;
+  if (args.resume.empty()) return r;
+  r.path = resolve_checkpoint(args.resume);
+  r.data = load_checkpoint(r.path);
+  return r;
+}
+
+// The config file (or, resuming without one, the checkpoint's own config)
+// with the --set overrides, validated.
+Config resolve_config(const TrainArgs& args, const Resume& resume) {
+  TFM_CHECK(resume.active() || !args.config_path.empty(), "tfm train: a config file (or --resume) is required");
+  Config cfg = resume.active() && args.config_path.empty()
+                   ? Config::parse(resume.data.config_yaml, resume.path + " (config)", args.overrides)
+                   : Config::load(args.config_path, args.overrides);
+  cfg.validate();
+  return cfg;
+}
+
+// Settings, schedule, task (data, tokenizers, model) and optimizer.
+void setup(Run& r, const Resume& resume) {
+  const Config& c = r.cfg;
+  r.loop = {c.get_int("train.max_steps"),   c.get_int("train.grad_accum"),
+            c.get_int("train.log_every"),   c.get_int("train.eval_every"),
+            c.get_int("train.checkpoint_every"), static_cast<float>(c.get_float("train.grad_clip")),
+            c.get_bool("train.skip_nonfinite")};
+  r.schedule = make_schedule(c);
+  r.out_dir = c.get_string("train.out_dir");
+  TFM_CHECK(resume.active() || !fs::exists(r.out_dir / "last.h5"), "train.out_dir: ", r.out_dir.string(),
+            " already holds a run (last.h5). Continue it with `tfm train --resume ", r.out_dir.string(),
+            "`, or choose another train.out_dir (--set train.out_dir=...), or remove it");
+  if (c.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(c.get_int("train.threads")));
+  r.best_metric = c.get_string("train.best_metric");
+  r.task = make_task(c, resume.active() ? &resume.data : nullptr, resume.path);
+  r.opt = make_optimizer(c, r.task->model());
+  if (r.best_metric == "val_bleu") r.best_val = -1.0;
+}
+
+// Counters, task state, optimizer state, best metric and history from the checkpoint.
+void restore(Run& r, const Resume& resume) {
+  const CheckpointData& d = resume.data;
+  // The step may reach train.max_steps' largest allowed value, no further.
+  r.step = checkpoint_int(d, "step", resume.path, 0, static_cast<int64_t>(find_key("train.max_steps")->max));
+  r.tokens_seen = checkpoint_tokens_seen(d, resume.path);
+  r.task->load_state(d, resume.path);
+  TFM_CHECK(resume.meta("optimizer") == r.opt->name(), resume.path, ": optimizer state is for '",
+            resume.meta("optimizer"), "', the config asks for optim.name = ", r.opt->name());
+  // Skipped (non-finite) steps do not advance the optimizer: 0 <= optimizer_steps <= step.
+  r.opt->load_state(d.optimizer_state, checkpoint_int(d, "optimizer_steps", resume.path, 0, r.step));
+  if (resume.meta("best_metric") == r.best_metric && !resume.meta("best_value").empty())
+    r.best_val = std::stod(resume.meta("best_value"));
+  r.metrics = d.metrics_jsonl;
+}
+
+// The run directory: config.yaml, metrics.jsonl (a resumed run continues
+// from its checkpoint's history) and the logger writing train.log.
+void open_run_dir(Run& r, bool quiet) {
+  std::error_code ec;
+  fs::create_directories(r.out_dir, ec);
+  TFM_CHECK(!ec && fs::is_directory(r.out_dir), "train.out_dir: cannot create ", r.out_dir.string(), " (",
+            ec.message(), ")");
+  write_file_atomic((r.out_dir / "config.yaml").string(), r.cfg.to_yaml());
+  write_file_atomic((r.out_dir / "metrics.jsonl").string(), r.metrics);
+  r.log = make_logger(r.out_dir, quiet);
+  r.tty = !quiet && isatty(STDERR_FILENO);
+}
+
+void announce(const Run& r, const Resume& resume) {
+  r.log->info("tfm {} | {} | resolved config:\n{}", TFM_VERSION, resume.active() ? "resuming " + resume.path : "new run",
+              r.cfg.to_yaml());
+  r.log->info("{}, threads: {}", r.task->describe(), core::num_threads());
+}
+
+// One optimizer step: grad_accum micro-batches forward and backward, clipping,
+// and the update (skipped when the loss or gradient is not finite).
+StepResult train_step(Run& r, Window& w) {
+  StepResult s;
+  s.step = r.step + 1;
+  s.lr = r.schedule.lr_at(s.step);
+  r.opt->set_lr(s.lr);
+  r.opt->zero_grad();
+  const int64_t accum = r.loop.accum;
+  double loss_sum = 0;
+  for (int64_t m = 0; m < accum; ++m) {
+    int64_t tokens = 0;
+    core::Tensor loss = r.task->next_loss(tokens);
+    const float lv = loss.item();
+    s.finite = s.finite && std::isfinite(lv);
+    loss_sum += lv;
+    (accum > 1 ? core::mul(loss, 1.0f / static_cast<float>(accum)) : loss).backward();
+    r.tokens_seen += tokens;
+    w.tokens += tokens;
+  }
+  s.loss = static_cast<float>(loss_sum / static_cast<double>(accum));
+  const auto params = r.task->model().parameters();
+  s.grad_norm = r.loop.clip > 0 ? optim::clip_grad_norm(params, r.loop.clip) : optim::grad_norm(params);
+  s.finite = s.finite && std::isfinite(s.grad_norm);
+  r.step = s.step;
+  if (s.finite) {
+    r.opt->step();
+  } else if (r.loop.skip_nonfinite) {
+    r.log->warn("step {}: non-finite loss or gradient; step skipped (train.skip_nonfinite)", s.step);
+    r.opt->zero_grad();
+  }
+  w.loss += s.loss;
+  ++w.steps;
+  return s;
+}
+
+int stop_nonfinite(const Run& r, const StepResult& s) {
+  r.log->error("step {}: the loss ({}) or gradient norm ({}) is not finite; stopping. The last good checkpoint is {}. "
+               "Lower optim.lr, or set train.skip_nonfinite=true to skip such steps.",
+               s.step, s.loss, s.grad_norm, r.last_checkpoint.empty() ? "(none yet)" : r.last_checkpoint);
+  return 3;
+}
+
+// Validation metrics into `row`; returns whether they set a new best. The
+// text for the log line goes to `text`.
+bool evaluate(Run& r, nlohmann::json& row, std::string& text) {
+  for (const auto& [name, value] : r.task->evaluate()) {
+    row[name] = value;
+    text += fmt::format(" | {} {:.4f}", name == "val_loss" ? "val" : name, value);
+  }
+  TFM_CHECK(row.contains(r.best_metric), "the task did not report ", r.best_metric);
+  const double v = row[r.best_metric].get<double>();
+  const bool is_best = r.best_metric == "val_bleu" ? v > r.best_val : v < r.best_val;
+  if (is_best) r.best_val = v;
+  return is_best;
+}
+
+// The training part of a logged or evaluated step's metrics row, measured
+// before any evaluation so throughput counts training only.
+void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::json& row) {
+  const auto now = std::chrono::steady_clock::now();
+  const double wsec = std::chrono::duration<double>(now - w.start).count();
+  row["step"] = s.step;
+  row["train_loss"] = w.loss / static_cast<double>(w.steps);
+  row["lr"] = s.lr;
+  row["grad_norm"] = s.grad_norm;
+  row["tokens_per_s"] = wsec > 0 ? static_cast<double>(w.tokens) / wsec : 0.0;
+  row["elapsed_s"] = std::chrono::duration<double>(now - r.start).count();
+  row["step_time_s"] = wsec / static_cast<double>(w.steps);
+  const core::MemoryStats mem = core::memory_stats();
+  row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak
+  row["reserved_mem_bytes"] = mem.reserved_bytes;  // tensors + allocator cache
+  row["rss_bytes"] = resident_bytes();             // the whole process
+}
+
+// Appends the row to the metrics, writes the log line and restarts the window.
+void log_row(Run& r, const StepResult& s, Window& w, nlohmann::json row, const std::string& eval_text) {
+  const double step_time = row["step_time_s"].get<double>();
+  row.erase("step_time_s");
+  append_metrics(r, row);
+  if (r.tty) std::fprintf(stderr, "\r\033[K");
+  r.log->info(
+      "step {:>6}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | peak mem {:.1f} MB | rss {:.0f} MB "
+      "| ETA {}",
+      s.step, r.loop.max_steps, row["train_loss"].get<double>(), eval_text, s.lr, s.grad_norm,
+      row["tokens_per_s"].get<double>(), static_cast<double>(row["peak_mem_bytes"].get<int64_t>()) / 1e6,
+      static_cast<double>(row["rss_bytes"].get<int64_t>()) / 1e6,
+      fmt_duration(step_time * static_cast<double>(r.loop.max_steps - s.step)));
+  w = Window{};
+}
+
+// Logging, evaluation and the checkpoint policy after a step. Evaluation
+// runs every train.eval_every steps and at the last step (never when
+// eval_every is 0); a new best is always written, otherwise checkpoints
+// follow train.checkpoint_every and the last step. Returns whether a
+// checkpoint was written.
+bool report_and_checkpoint(Run& r, const StepResult& s, Window& w) {
+  const LoopSettings& L = r.loop;
+  const bool last = s.step == L.max_steps;
+  const bool ckpt_step = L.ckpt_every > 0 && s.step % L.ckpt_every == 0;
+  const bool do_log = s.step % L.log_every == 0 || last;
+  const bool do_eval = L.eval_every > 0 && (s.step % L.eval_every == 0 || last);
+  bool saved = false;
+  if (do_log || do_eval) {
+    nlohmann::json row;
+    training_row(r, s, w, row);
+    std::string eval_text;
+    const bool is_best = do_eval && evaluate(r, row, eval_text);
+    log_row(r, s, w, std::move(row), eval_text);
+    if (is_best || ckpt_step || last) {
+      save(r, is_best);
+      saved = true;
+    }
+  } else if (ckpt_step) {
+    save(r, false);
+    saved = true;
+  }
+  if (r.tty)
+    std::fprintf(stderr, "\r\033[Kstep %lld/%lld loss %.4f", static_cast<long long>(s.step),
+                 static_cast<long long>(L.max_steps), s.loss);
+  return saved;
+}
+
+int stop_on_signal(Run& r, int sig, bool saved) {
+  if (r.tty) std::fprintf(stderr, "\r\033[K");
+  if (!saved) save(r, false);
+  r.log->info("interrupted by signal {} after step {}; checkpoint saved to {}. Resume with: tfm train --resume {}", sig,
+              r.step, r.last_checkpoint, r.out_dir.string());
+  return 0;
+}
+
+void finish(const Run& r) {
+  if (r.tty) std::fprintf(stderr, "\r\033[K");
+  r.log->info("done: {} steps, best {} {:.4f}, checkpoint {}", r.step, r.best_metric, r.best_val, r.last_checkpoint);
+}
+
 }  // namespace
 
 std::string resolve_checkpoint(const std::string& path) {
@@ -222,173 +446,27 @@ std::string resolve_checkpoint(const std::string& path) {
 
 int run_train(const TrainArgs& args) {
   Run r;
-  // ---- configuration: everything is validated before anything is allocated or written
-  CheckpointData resumed;
-  std::string resume_path;
-  if (!args.resume.empty()) {
-    resume_path = resolve_checkpoint(args.resume);
-    resumed = load_checkpoint(resume_path);
-    r.cfg = args.config_path.empty() ? Config::parse(resumed.config_yaml, resume_path + " (config)", args.overrides)
-                                     : Config::load(args.config_path, args.overrides);
-  } else {
-    TFM_CHECK(!args.config_path.empty(), "tfm train: a config file (or --resume) is required");
-    r.cfg = Config::load(args.config_path, args.overrides);
-  }
-  r.cfg.validate();
-  r.schedule = make_schedule(r.cfg);
-  r.out_dir = r.cfg.get_string("train.out_dir");
-  TFM_CHECK(!args.resume.empty() || !fs::exists(r.out_dir / "last.h5"), "train.out_dir: ", r.out_dir.string(),
-            " already holds a run (last.h5). Continue it with `tfm train --resume ", r.out_dir.string(),
-            "`, or choose another train.out_dir (--set train.out_dir=...), or remove it");
-  if (r.cfg.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(r.cfg.get_int("train.threads")));
-  r.best_metric = r.cfg.get_string("train.best_metric");
-
-  // ---- task (data, tokenizers, model), optimizer, state
-  r.task = make_task(r.cfg, args.resume.empty() ? nullptr : &resumed, resume_path);
-  r.opt = make_optimizer(r.cfg, r.task->model());
-  if (!args.resume.empty()) {
-    r.task->load_state(resumed, resume_path);
-    TFM_CHECK(resumed.meta["optimizer"] == r.opt->name(), resume_path, ": optimizer state is for '",
-              resumed.meta["optimizer"], "', the config asks for optim.name = ", r.opt->name());
-    r.opt->load_state(resumed.optimizer_state, checkpoint_int(resumed, "optimizer_steps", resume_path));
-    r.step = checkpoint_int(resumed, "step", resume_path);
-    r.tokens_seen = checkpoint_int(resumed, "tokens_seen", resume_path);
-    if (resumed.meta["best_metric"] == r.best_metric && !resumed.meta["best_value"].empty())
-      r.best_val = std::stod(resumed.meta["best_value"]);
-    r.metrics = resumed.metrics_jsonl;
-  }
-  if (r.best_metric == "val_bleu") r.best_val = std::isfinite(r.best_val) ? r.best_val : -1.0;
-
-  // ---- run directory
-  std::error_code ec;
-  fs::create_directories(r.out_dir, ec);
-  TFM_CHECK(!ec && fs::is_directory(r.out_dir), "train.out_dir: cannot create ", r.out_dir.string(), " (",
-            ec.message(), ")");
-  write_text_atomic(r.out_dir / "config.yaml", r.cfg.to_yaml());
-  write_text_atomic(r.out_dir / "metrics.jsonl", r.metrics);  // a resumed run continues from its checkpoint
-  r.log = make_logger(r.out_dir, args.quiet);
-  r.tty = !args.quiet && isatty(STDERR_FILENO);
-
-  const int64_t max_steps = r.cfg.get_int("train.max_steps");
-  const int64_t accum = r.cfg.get_int("train.grad_accum"), log_every = r.cfg.get_int("train.log_every");
-  const int64_t eval_every = r.cfg.get_int("train.eval_every"), ckpt_every = r.cfg.get_int("train.checkpoint_every");
-  const float clip = static_cast<float>(r.cfg.get_float("train.grad_clip"));
-  const bool skip_nonfinite = r.cfg.get_bool("train.skip_nonfinite");
-  r.log->info("tfm {} | {} | resolved config:\n{}", TFM_VERSION, args.resume.empty() ? "new run" : "resuming " + resume_path,
-              r.cfg.to_yaml());
-  r.log->info("{}, threads: {}", r.task->describe(), core::num_threads());
-  if (r.step >= max_steps) {
-    r.log->info("nothing to do: step {} already reached train.max_steps = {}", r.step, max_steps);
+  const Resume resume = find_resume(args);
+  r.cfg = resolve_config(args, resume);  // everything is validated before anything is allocated or written
+  setup(r, resume);
+  if (resume.active()) restore(r, resume);
+  open_run_dir(r, args.quiet);
+  announce(r, resume);
+  if (r.step >= r.loop.max_steps) {
+    r.log->info("nothing to do: step {} already reached train.max_steps = {}", r.step, r.loop.max_steps);
     return 0;
   }
-
   SignalScope signals;
-  const auto start = std::chrono::steady_clock::now();
-  auto window_start = start;
-  int64_t window_tokens = 0, window_steps = 0;
-  double window_loss = 0;
+  r.start = std::chrono::steady_clock::now();
+  Window window;
   core::reset_peak_memory();
-  while (r.step < max_steps) {
-    const int64_t step = r.step + 1;
-    const float lr = r.schedule.lr_at(step);
-    r.opt->set_lr(lr);
-    r.opt->zero_grad();
-    double loss_sum = 0;
-    bool finite = true;
-    for (int64_t m = 0; m < accum; ++m) {
-      int64_t tokens = 0;
-      core::Tensor loss = r.task->next_loss(tokens);
-      const float lv = loss.item();
-      finite = finite && std::isfinite(lv);
-      loss_sum += lv;
-      (accum > 1 ? core::mul(loss, 1.0f / static_cast<float>(accum)) : loss).backward();
-      r.tokens_seen += tokens;
-      window_tokens += tokens;
-    }
-    const float loss_value = static_cast<float>(loss_sum / static_cast<double>(accum));
-    const float gnorm = clip > 0 ? optim::clip_grad_norm(r.task->model().parameters(), clip)
-                                 : optim::grad_norm(r.task->model().parameters());
-    finite = finite && std::isfinite(gnorm);
-    r.step = step;
-    if (!finite) {
-      if (!skip_nonfinite) {
-        r.log->error("step {}: the loss ({}) or gradient norm ({}) is not finite; stopping. The last good checkpoint is {}. "
-                     "Lower optim.lr, or set train.skip_nonfinite=true to skip such steps.",
-                     step, loss_value, gnorm, r.last_checkpoint.empty() ? "(none yet)" : r.last_checkpoint);
-        return 3;
-      }
-      r.log->warn("step {}: non-finite loss or gradient; step skipped (train.skip_nonfinite)", step);
-      r.opt->zero_grad();
-    } else {
-      r.opt->step();
-    }
-    window_loss += loss_value;
-    ++window_steps;
-
-    nlohmann::json row;
-    bool saved = false;
-    const bool ckpt_step = ckpt_every > 0 && step % ckpt_every == 0;
-    const bool do_log = step % log_every == 0 || step == max_steps;
-    const bool do_eval = (eval_every > 0 && step % eval_every == 0) || step == max_steps;
-    if (do_log || do_eval) {
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const double wsec = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
-      const double tps = wsec > 0 ? static_cast<double>(window_tokens) / wsec : 0.0;
-      row["step"] = step;
-      row["train_loss"] = window_loss / static_cast<double>(window_steps);
-      row["lr"] = lr;
-      row["grad_norm"] = gnorm;
-      row["tokens_per_s"] = tps;
-      row["elapsed_s"] = elapsed;
-      const core::MemoryStats mem = core::memory_stats();
-      row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak
-      row["reserved_mem_bytes"] = mem.reserved_bytes;  // tensors + allocator cache
-      row["rss_bytes"] = resident_bytes();             // the whole process
-      bool is_best = false;
-      std::string eval_text;
-      if (do_eval) {
-        for (const auto& [name, value] : r.task->evaluate()) {
-          row[name] = value;
-          eval_text += fmt::format(" | {} {:.4f}", name == "val_loss" ? "val" : name, value);
-        }
-        TFM_CHECK(row.contains(r.best_metric), "the task did not report ", r.best_metric);
-        const double v = row[r.best_metric].get<double>();
-        is_best = r.best_metric == "val_bleu" ? v > r.best_val : v < r.best_val;
-        if (is_best) r.best_val = v;
-      }
-      append_metrics(r, row);
-      const double step_time = wsec / static_cast<double>(window_steps);
-      if (r.tty) std::fprintf(stderr, "\r\033[K");
-      r.log->info(
-          "step {:>6}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | peak mem {:.1f} MB | rss {:.0f} MB "
-          "| ETA {}",
-          step, max_steps, row["train_loss"].get<double>(), eval_text, lr, gnorm, tps,
-          static_cast<double>(mem.peak_bytes) / 1e6, static_cast<double>(row["rss_bytes"].get<int64_t>()) / 1e6,
-                  fmt_duration(step_time * static_cast<double>(max_steps - step)));
-      window_start = std::chrono::steady_clock::now();
-      window_tokens = window_steps = 0;
-      window_loss = 0;
-      // A new best is always written; otherwise checkpoints follow train.checkpoint_every.
-      if (is_best || ckpt_step || step == max_steps) {
-        save(r, is_best);
-        saved = true;
-      }
-    } else if (ckpt_step) {
-      save(r, false);
-      saved = true;
-    }
-    if (r.tty) std::fprintf(stderr, "\r\033[Kstep %lld/%lld loss %.4f", static_cast<long long>(step),
-                            static_cast<long long>(max_steps), loss_value);
-    if (const int sig = g_signal.load(); sig != 0) {
-      if (r.tty) std::fprintf(stderr, "\r\033[K");
-      if (!saved) save(r, false);
-      r.log->info("interrupted by signal {} after step {}; checkpoint saved to {}. Resume with: tfm train --resume {}", sig,
-                  step, r.last_checkpoint, r.out_dir.string());
-      return 0;
-    }
+  while (r.step < r.loop.max_steps) {
+    const StepResult s = train_step(r, window);
+    if (!s.finite && !r.loop.skip_nonfinite) return stop_nonfinite(r, s);
+    const bool saved = report_and_checkpoint(r, s, window);
+    if (const int sig = g_signal.load(); sig != 0) return stop_on_signal(r, sig, saved);
   }
-  if (r.tty) std::fprintf(stderr, "\r\033[K");
-  r.log->info("done: {} steps, best {} {:.4f}, checkpoint {}", r.step, r.best_metric, r.best_val, r.last_checkpoint);
+  finish(r);
   return 0;
 }
 

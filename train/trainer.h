@@ -2,7 +2,7 @@
 //
 // batches -> forward -> loss -> backward (× grad_accum) -> clip -> step ->
 // schedule; evaluation on the validation split every train.eval_every
-// steps; logging to the console and OUT_DIR/train.log; one JSON object per
+// steps and at the last step (never when eval_every is 0); logging to the console and OUT_DIR/train.log; one JSON object per
 // logged or evaluated step in OUT_DIR/metrics.jsonl; checkpoints
 // (numbered, last.h5, best.h5) that resume the run exactly.
 //

@@ -14,6 +14,7 @@
 #include "layers/seq2seq.h"
 #include "train/model_io.h"
 #include "train/task.h"
+#include "train/task_data.h"
 
 namespace tfm::train {
 
@@ -28,8 +29,7 @@ std::vector<data::TranslationExample> encode_pairs(const std::vector<data::Sente
   dropped = 0;
   for (const auto& p : pairs) {
     data::TranslationExample e{tok.src->encode(p.src), tok.tgt->encode(p.tgt)};
-    if (e.src.empty() || e.tgt.empty() || static_cast<int64_t>(e.src.size()) > max_len ||
-        static_cast<int64_t>(e.tgt.size()) + 1 > max_len) {
+    if (!pair_fits(e, max_len)) {
       ++dropped;
       continue;
     }
@@ -50,7 +50,7 @@ class TranslationTask final : public Task {
     if (!cfg.get_string("data.valid_path").empty()) {
       valid_pairs_ = data::read_tsv(cfg.get_string("data.valid_path"));
     } else {
-      const auto n_valid = static_cast<std::size_t>(static_cast<double>(train.size()) * cfg.get_float("data.valid_fraction"));
+      const std::size_t n_valid = held_out_pairs(train.size(), cfg.get_float("data.valid_fraction"));
       TFM_CHECK(n_valid > 0 && n_valid < train.size(), path_, ": too few pairs (", train.size(),
                 ") to hold out data.valid_fraction for validation; give data.valid_path");
       valid_pairs_.assign(train.end() - static_cast<std::ptrdiff_t>(n_valid), train.end());
@@ -91,10 +91,7 @@ class TranslationTask final : public Task {
     if (dropped_valid > 0) {
       std::vector<data::SentencePair> kept;
       for (const auto& p : valid_pairs_) {
-        const auto s = tok_.src->encode(p.src), t = tok_.tgt->encode(p.tgt);
-        if (!s.empty() && !t.empty() && static_cast<int64_t>(s.size()) <= max_len &&
-            static_cast<int64_t>(t.size()) + 1 <= max_len)
-          kept.push_back(p);
+        if (pair_fits({tok_.src->encode(p.src), tok_.tgt->encode(p.tgt)}, max_len)) kept.push_back(p);
       }
       valid_pairs_ = std::move(kept);
     }
@@ -135,7 +132,8 @@ class TranslationTask final : public Task {
 
   void load_state(const CheckpointData& in, const std::string& origin) override {
     load_parameters(*model_, in.params, origin);
-    batcher_->set_position(checkpoint_int(in, "batch_position", origin));
+    // Batches served so far; each holds at least one target token.
+    batcher_->set_position(checkpoint_int(in, "batch_position", origin, 0, checkpoint_tokens_seen(in, origin)));
     load_generator(in, "dropout", *model_->dropout_generator(), origin);
   }
 

@@ -1,4 +1,4 @@
-#include "train/inspect.h"
+#include "tools/inspect.h"
 
 #include <hdf5.h>
 
@@ -13,9 +13,9 @@
 
 #include "core/error.h"
 #include "data/tokenizer.h"
-#include "train/attention_maps.h"
+#include "tools/attention_maps.h"
 #include "train/model_io.h"
-#include "train/report_util.h"
+#include "tools/report_util.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -36,21 +36,6 @@ std::string human_bytes(std::uintmax_t b) {
   char buf[32];
   std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
   return buf;
-}
-
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t prev = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t cur = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      prev = cur;
-    }
-  }
-  return row[b.size()];
 }
 
 // The format_version attribute of a file load_checkpoint has accepted.
@@ -225,12 +210,7 @@ std::string parameter_group(const std::string& name) {
   return join(parts.size() > 1 ? std::min<std::size_t>(parts.size() - 1, 2) : 1);
 }
 
-layers::Module& CheckpointModel::module() const {
-  if (gpt) return *gpt;
-  return *seq2seq;
-}
-
-CheckpointModel build_checkpoint_model(const CheckpointData& ck, const Config& cfg, const std::string& path) {
+FamilyModel build_checkpoint_model(const CheckpointData& ck, const Config& cfg, const std::string& path) {
   auto rows_of = [&](std::initializer_list<const char*> names) -> int64_t {
     for (const char* n : names)
       if (const core::Tensor* t = find_tensor(ck.params, n); t && t->dim() == 2) return t->size(0);
@@ -244,7 +224,6 @@ CheckpointModel build_checkpoint_model(const CheckpointData& ck, const Config& c
   const std::string family = cfg.get_string("model.family");
   int64_t stored = 0;
   for (const auto& [n, t] : ck.params) stored += t.numel();
-  CheckpointModel m;
   try {
     int64_t src = 0, tgt = 0;
     int32_t pad = 0;
@@ -261,32 +240,15 @@ CheckpointModel build_checkpoint_model(const CheckpointData& ck, const Config& c
     const double estimate = estimated_parameters(cfg, std::max(src, tgt));
     TFM_CHECK(estimate <= 2.0 * static_cast<double>(stored) + 5e7, "it describes about ",
               commas(static_cast<int64_t>(estimate)), " parameters, the file holds ", commas(stored));
-    if (family == "gpt")
-      m.gpt = std::make_unique<layers::GPT>(gpt_config(cfg, src), 0);
-    else
-      m.seq2seq = std::make_unique<layers::Seq2Seq>(seq2seq_config(cfg, src, tgt, pad), 0);
+    return build_model(cfg, src, tgt, pad);
   } catch (const Error& e) {
     detail::throw_error(path, ": the stored config does not match the parameters (", e.what(), ")");
   }
-  return m;
 }
 
 void check_parameter_shapes(const CheckpointData& ck, const layers::Module& model, const Config& cfg,
                             const std::string& path) {
-  const auto named = model.named_parameters();
-  std::vector<std::string> problems;
-  std::set<std::string> known;
-  for (const auto& [name, p] : named) {
-    known.insert(name);
-    const core::Tensor* t = find_tensor(ck.params, name);
-    if (!t)
-      problems.push_back(name + " is missing (expected " + core::shape_str(p.shape()) + ")");
-    else if (t->shape() != p.shape())
-      problems.push_back(name + " is " + core::shape_str(t->shape()) + " in the file, " + core::shape_str(p.shape()) +
-                         " expected");
-  }
-  for (const auto& [name, t] : ck.params)
-    if (!known.count(name)) problems.push_back(name + " " + core::shape_str(t.shape()) + " is not part of the model");
+  const std::vector<std::string> problems = parameter_mismatches(model, ck.params);
   if (problems.empty()) return;
   std::ostringstream os;
   const json m = model_json(cfg);
@@ -506,13 +468,13 @@ void run_inspect(const InspectArgs& args, std::ostream& out) {
   std::optional<Config> cfg;
   if (!ck.config_yaml.empty()) {
     cfg = Config::parse(ck.config_yaml, path + " (config)");
-    const CheckpointModel model = build_checkpoint_model(ck, *cfg, path);
+    const FamilyModel model = build_checkpoint_model(ck, *cfg, path);
     check_parameter_shapes(ck, model.module(), *cfg, path);
   }
   if (args.attention) {
     TFM_CHECK(cfg.has_value(), path, ": the checkpoint stores no config, so its model cannot be rebuilt for --attention");
     std::ostringstream log;
-    const auto files = write_attention_maps(args, path, ck, *cfg, args.json ? log : out);
+    const auto files = write_attention_maps(args, path, ck, args.json ? log : out);
     if (args.json) out << json{{"file", path}, {"out_dir", args.out_dir}, {"files", files}}.dump(2) << "\n";
   } else if (!args.tensor.empty()) {
     print_tensor(args, path, ck, out);

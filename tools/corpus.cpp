@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "data/text.h"
+#include "train/posix_file.h"
 
 namespace tfm::data {
 
@@ -450,35 +451,6 @@ std::vector<Verse> load_module(const Module& m) {
   return verses;
 }
 
-// Writes `data` to path.tmp.<pid>, fsyncs it and renames it to `path`.
-void write_atomic(const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) detail::throw_error(tmp, ": cannot create (", std::strerror(errno), ")");
-  std::size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t w = ::write(fd, data.data() + off, data.size() - off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      detail::throw_error(tmp, ": write failed (", std::strerror(e), ")");
-    }
-    off += static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    detail::throw_error(tmp, ": flush failed (", std::strerror(e), ")");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    detail::throw_error("cannot rename ", tmp, " to ", path, " (", std::strerror(e), ")");
-  }
-}
-
 void append_tsv_field(std::string& out, const std::string& s) {
   for (char c : s) out += (c == '\t' || c == '\n' || c == '\r') ? ' ' : c;
 }
@@ -499,7 +471,7 @@ void prepare_corpora(const std::string& cache_dir) {
 
   const std::string dir = cache_dir.empty() ? std::string(".") : cache_dir;
   const std::string lm = kjv_text(kjv);
-  write_atomic(dir + "/kjv.txt", lm);
+  train::write_file_atomic(dir + "/kjv.txt", lm);
   std::cout << "kjv.txt: " << kjv.size() << " verses, " << lm.size() << " bytes\n";
 
   const std::vector<AlignedPair> keyed = align_verses_keyed(web, rv);
@@ -519,7 +491,7 @@ void prepare_corpora(const std::string& cache_dir) {
             << keyed.size() - pairs.size() << " dropped in renumbered chapters; " << web.size() << " " << kWEB.name
             << " verses, " << rv.size() << " " << kRV.name << " verses)\n";
   for (int s = 0; s < 3; ++s) {
-    write_atomic(dir + "/" + names[s], files[s]);
+    train::write_file_atomic(dir + "/" + names[s], files[s]);
     std::cout << names[s] << ": " << counts[s] << " pairs, " << files[s].size() << " bytes\n";
   }
 }

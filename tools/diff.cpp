@@ -4,8 +4,8 @@
 #include <set>
 
 #include "core/error.h"
-#include "train/inspect.h"
-#include "train/report_util.h"
+#include "tools/inspect.h"
+#include "tools/report_util.h"
 #include "train/trainer.h"
 
 namespace tfm::train {

@@ -25,6 +25,7 @@
 #include "layers/seq2seq.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/loaded_model.h"
 
 namespace tfm::train {
 
@@ -71,12 +72,7 @@ std::string parameter_group(const std::string& name);
 // The model a checkpoint's stored config describes (randomly initialised).
 // Vocabulary sizes come from the tokenizer (gpt) or the embedding tables
 // (seq2seq). Throws naming `path` when the config cannot describe a model.
-struct CheckpointModel {
-  std::unique_ptr<layers::GPT> gpt;
-  std::unique_ptr<layers::Seq2Seq> seq2seq;
-  layers::Module& module() const;
-};
-CheckpointModel build_checkpoint_model(const CheckpointData& ck, const Config& cfg, const std::string& path);
+FamilyModel build_checkpoint_model(const CheckpointData& ck, const Config& cfg, const std::string& path);
 
 // Throws one line naming `path` and the first mismatches when the stored
 // parameters' names or shapes differ from `model`'s.

@@ -1,4 +1,4 @@
-// Formatting helpers shared by tfm inspect and tfm diff (internal to train/).
+// Formatting helpers shared by tfm inspect and tfm diff (internal to tools/).
 #pragma once
 
 #include <fnmatch.h>

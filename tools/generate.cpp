@@ -2,26 +2,16 @@
 
 #include "core/error.h"
 #include "data/tokenizer.h"
-#include "layers/gpt.h"
-#include "train/checkpoint.h"
-#include "train/config.h"
-#include "train/model_io.h"
-#include "train/trainer.h"
+#include "train/loaded_model.h"
 
 namespace tfm::train {
 
 void run_sample(const SampleArgs& args, std::ostream& out) {
   TFM_CHECK(args.tokens >= 0, "--tokens must be >= 0, got ", args.tokens);
   layers::validate(args.sampling);
-  const std::string path = resolve_checkpoint(args.checkpoint);
-  const CheckpointData ck = load_checkpoint(path);
-  const Config cfg = Config::parse(ck.config_yaml, path + " (config)");
-  TFM_CHECK(cfg.get_string("model.family") == "gpt", path, ": tfm sample needs a gpt checkpoint, this one is ",
-            cfg.get_string("model.family"), " (use tfm translate)");
-  const auto tokenizer = data::load_tokenizer(ck.tokenizer_kind, ck.tokenizer_blob);
-  layers::GPT model(gpt_config(cfg, tokenizer->vocab_size()), 0);
-  load_parameters(model, ck.params, path);
-  model.eval();
+  const LoadedModel m = load_model(args.checkpoint, "gpt", "sample");
+  layers::GPT& model = *m.model.gpt;
+  const data::Tokenizer* tokenizer = m.tok.src.get();
   TFM_CHECK(!args.prompt.empty(), "--prompt must not be empty");
   const std::vector<int32_t> prompt = tokenizer->encode(args.prompt);
   out << args.prompt << std::flush;

@@ -1,4 +1,4 @@
-#include "train/attention_maps.h"
+#include "tools/attention_maps.h"
 
 #include <filesystem>
 #include <map>
@@ -7,8 +7,9 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "data/tokenizer.h"
+#include "train/loaded_model.h"
 #include "train/model_io.h"
-#include "train/plot.h"
+#include "tools/plot.h"
 
 namespace fs = std::filesystem;
 
@@ -109,17 +110,11 @@ std::string visible_token(const std::string& piece) {
 }
 
 std::vector<std::string> write_attention_maps(const InspectArgs& args, const std::string& path,
-                                              const CheckpointData& ck, const Config& cfg, std::ostream& out) {
+                                              const CheckpointData& ck, std::ostream& out) {
   TFM_CHECK(!args.out_dir.empty(), "--out: an output directory is required");
-  TokenizerPair tok;
-  try {
-    tok = load_tokenizers(ck, path);
-  } catch (const Error& e) {
-    detail::throw_error(path, ": cannot load the tokenizer for --attention (", e.what(), ")");
-  }
-  CheckpointModel model = build_checkpoint_model(ck, cfg, path);
-  load_parameters(model.module(), ck.params, path);
-  model.module().eval();
+  const LoadedModel loaded = load_model(ck, path);
+  const TokenizerPair& tok = loaded.tok;
+  const FamilyModel& model = loaded.model;
   core::NoGradGuard no_grad;
   ProbeScope probes;
   std::vector<MapSet> sets;       // one per probed attention module, in probe order

@@ -1,4 +1,4 @@
-#include "train/plot.h"
+#include "tools/plot.h"
 
 #include <unistd.h>
 
@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "train/posix_file.h"
 
 namespace fs = std::filesystem;
 
@@ -199,23 +200,7 @@ void write_text_file(const std::string& path, const std::string& text) {
   std::error_code ec;
   if (p.has_parent_path()) fs::create_directories(p.parent_path(), ec);
   TFM_CHECK(!fs::is_directory(p), path, ": is a directory (expected a file name)");
-  const fs::path tmp = p.parent_path() / ("." + p.filename().string() + ".tmp-" + std::to_string(::getpid()));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TFM_CHECK(out.is_open(), path, ": cannot write (", ec ? ec.message() : std::string("cannot create the file"), ")");
-    out << text;
-    out.flush();
-    if (!out.good()) {
-      fs::remove(tmp, ec);
-      detail::throw_error(path, ": cannot write (disk full?)");
-    }
-  }
-  fs::rename(tmp, p, ec);
-  if (ec) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    detail::throw_error(path, ": cannot write (", ec.message(), ")");
-  }
+  write_file_atomic(path, text);
 }
 
 // ---------------------------------------------------------------- metrics

@@ -13,7 +13,7 @@
 
 #include "train/checkpoint.h"
 #include "train/config.h"
-#include "train/inspect.h"
+#include "tools/inspect.h"
 
 namespace tfm::train {
 
@@ -21,7 +21,7 @@ namespace tfm::train {
 // model's context are cut to it. Throws tfm::Error for missing or misplaced
 // arguments and for checkpoints that cannot be run.
 std::vector<std::string> write_attention_maps(const InspectArgs& args, const std::string& path,
-                                              const CheckpointData& ck, const Config& cfg, std::ostream& out);
+                                              const CheckpointData& ck, std::ostream& out);
 
 // A token as a readable axis label: spaces, tabs and newlines made visible
 // (␣ ⇥ ↵), other control characters and invalid UTF-8 replaced, long pieces
