@@ -97,7 +97,7 @@ layers::BlockOptions block_opts(const std::string& attention, float dropout, boo
   b.d_ff = 32;
   b.dropout = dropout;
   b.attention = attention;
-  if (attention != "naive") {
+  if (attention == "rev_test_lsh") {
     b.attention_options.chunk_length = 4;
     b.attention_options.n_hashes = 2;
   }
@@ -192,6 +192,10 @@ TEST_CASE("a 12-layer reversible stack rebuilds its inputs from its outputs", "[
 
 TEST_CASE("a reversible stack gives the gradients of the ordinary two-stream stack, dropout on", "[reversible]") {
   check_same_gradients("naive");
+}
+
+TEST_CASE("reversible layers with flash attention give the two-stream gradients", "[reversible][flash]") {
+  check_same_gradients("flash");
 }
 
 TEST_CASE("reversible LSH layers replay the forward's hashing from the tape", "[reversible][lsh]") {
