@@ -23,9 +23,6 @@
 // usable figure (the recomputation is one extra forward of each branch,
 // ~1.33x in principle); re-measure on an idle machine.
 //
-// Until lsh/local are built-in registry backends, the bench registers the
-// same adapters (lsh_backend_attend, local_backend_attend) under those names.
-//
 // Usage: bench_reversible [--quick] [--steps N] [--layers L,L,...] [--block T] [--d-model D] [--heads H]
 //                         [--attention NAME] [--pattern "local, lsh"] [--chunk C] [--hashes R]
 //                         [--ff-chunks N] [--dropout P] [--modes std,rev]
@@ -42,63 +39,11 @@
 #include "core/allocator.h"
 #include "core/ops.h"
 #include "layers/gpt.h"
-#include "layers/local_attention.h"
-#include "layers/lsh_attention.h"
 
 namespace {
 
 using namespace tfm;
 using clk = std::chrono::steady_clock;
-
-class LshAdapter final : public layers::AttentionBackend {
- public:
-  explicit LshAdapter(const layers::AttentionBackendOptions& o) {
-    opt_.chunk_length = o.chunk_length, opt_.n_hashes = o.n_hashes, opt_.n_buckets = o.n_buckets;
-  }
-  const char* name() const override { return "lsh"; }
-  core::Tensor attend(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
-                      const layers::AttentionArgs& a) const override {
-    return layers::lsh_backend_attend(q, k, v, a.mask, a.scale, a.dropout_p, a.training, *a.gen, opt_);
-  }
-
- private:
-  layers::LshOptions opt_;
-};
-
-class LocalAdapter final : public layers::AttentionBackend {
- public:
-  explicit LocalAdapter(const layers::AttentionBackendOptions& o) { opt_.chunk_length = o.chunk_length; }
-  const char* name() const override { return "local"; }
-  core::Tensor attend(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
-                      const layers::AttentionArgs& a) const override {
-    return layers::local_backend_attend(q, k, v, a.mask, a.scale, a.dropout_p, a.training, *a.gen, opt_);
-  }
-
- private:
-  layers::LocalOptions opt_;
-};
-
-void register_fallback_backends() {
-  if (!layers::find_attention_backend("lsh")) {
-    layers::AttentionBackendInfo info;
-    info.name = "lsh";
-    info.help = "Reformer LSH (bench registration)";
-    info.supports.causal = info.supports.key_padding = info.supports.kv_cache = info.supports.dropout = true;
-    info.shared_qk = true;
-    info.reads = {"chunk_length", "n_hashes", "n_buckets"};
-    info.make = [](const layers::AttentionBackendOptions& o) { return std::make_shared<LshAdapter>(o); };
-    layers::register_attention_backend(info);
-  }
-  if (!layers::find_attention_backend("local")) {
-    layers::AttentionBackendInfo info;
-    info.name = "local";
-    info.help = "chunked local attention (bench registration)";
-    info.supports.causal = info.supports.key_padding = info.supports.kv_cache = info.supports.dropout = true;
-    info.reads = {"chunk_length"};
-    info.make = [](const layers::AttentionBackendOptions& o) { return std::make_shared<LocalAdapter>(o); };
-    layers::register_attention_backend(info);
-  }
-}
 
 struct Result {
   double loss = 0, median_s = 0;
@@ -151,7 +96,6 @@ std::vector<int64_t> parse_list(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  register_fallback_backends();
   layers::GPTConfig cfg;
   cfg.vocab_size = 65, cfg.d_model = 128, cfg.n_heads = 4, cfg.d_ff = 512, cfg.block_size = 4096;
   cfg.dropout = 0.1f, cfg.positions = layers::PositionKind::rope, cfg.attention = "local";

@@ -5,6 +5,8 @@
 
 #include "core/error.h"
 #include "layers/attention.h"
+#include "layers/local_attention.h"
+#include "layers/lsh_attention.h"
 
 namespace tfm::layers {
 
@@ -16,6 +18,8 @@ std::vector<AttentionBackendInfo> builtin_attention_backends() {
   return {
       naive_attention_backend(),
       flash_attention_backend(),
+      lsh_attention_backend(),
+      local_attention_backend(),
   };
 }
 

@@ -58,8 +58,15 @@ Tensor local_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
 
 Tensor local_attention_dense(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
                              float scale, const LocalOptions& opt) {
-  TFM_CHECK(q.defined() && k.defined() && v.defined() && q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() &&
-                q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
+  TFM_CHECK(v.defined() && k.defined() && k.shape() == v.shape(),
+            "local_attention_dense: q [B, H, Tq, D] and k, v [B, H, Tk, D] do not match");
+  return core::matmul(local_attention_probabilities(q, k, mask, scale, opt), v);
+}
+
+Tensor local_attention_probabilities(const Tensor& q, const Tensor& k, const core::AttentionMask& mask, float scale,
+                                     const LocalOptions& opt) {
+  TFM_CHECK(q.defined() && k.defined() && q.dim() == 4 && k.dim() == 4 && q.size(0) == k.size(0) &&
+                q.size(1) == k.size(1) && q.size(3) == k.size(3),
             "local_attention_dense: q [B, H, Tq, D] and k, v [B, H, Tk, D] do not match");
   TFM_CHECK(opt.chunk_length >= 1, "local_attention_dense: chunk_length must be >= 1 (got ", opt.chunk_length, ")");
   const int64_t B = q.size(0), Tq = q.size(2), Tk = k.size(2), C = opt.chunk_length;
@@ -81,15 +88,55 @@ Tensor local_attention_dense(const Tensor& q, const Tensor& k, const Tensor& v, 
     for (float& f : pad) f = f != 0.0f ? neg_inf : 0.0f;
     scores = core::add(scores, core::from_vector(pad, {B, 1, 1, Tk}));
   }
-  return core::matmul(core::softmax(scores, -1), v);
+  return core::softmax(scores, -1);  // a row with no visible key gives zeros
 }
 
 Tensor local_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
                             float scale, float dropout_p, bool training, core::Generator& gen,
-                            const LocalOptions& opt) {
+                            const LocalOptions& opt, Tensor* probabilities) {
+  if (probabilities) {
+    core::NoGradGuard no_grad;
+    *probabilities = local_attention_probabilities(q, k, mask, scale, opt);
+  }
   if (mask.q_offset == 0 && q.dim() == 4 && k.dim() == 4 && q.size(2) == k.size(2))
     return local_attention(q, k, v, mask, scale, opt, training ? dropout_p : 0.0f, &gen);
   return local_attention_dense(q, k, v, mask, scale, opt);
+}
+
+namespace {
+
+class LocalBackend final : public AttentionBackend {
+ public:
+  explicit LocalBackend(LocalOptions opt) : opt_(opt) {}
+  const char* name() const override { return "local"; }
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& a) const override {
+    const bool drop = a.training && a.dropout_p > 0.0f;
+    TFM_CHECK(!drop || a.gen != nullptr, "local attention: dropout needs a generator (AttentionArgs::gen)");
+    core::Generator unused(0);  // never drawn from without dropout
+    return local_backend_attend(q, k, v, a.mask, a.scale, a.dropout_p, a.training, drop ? *a.gen : unused, opt_,
+                                a.probabilities);
+  }
+
+ private:
+  LocalOptions opt_;
+};
+
+}  // namespace
+
+AttentionBackendInfo local_attention_backend() {
+  AttentionBackendInfo info;
+  info.name = "local";
+  info.help =
+      "chunked local attention: a query sees its chunk and the previous one (model.attention_chunk_length "
+      "keys each), O(T·chunk); cached generation uses the same window densely";
+  info.supports.causal = info.supports.key_padding = info.supports.kv_cache = info.supports.dropout = true;
+  info.reads = {"chunk_length"};
+  info.make = [](const AttentionBackendOptions& o) {
+    LocalOptions opt;
+    opt.chunk_length = o.chunk_length;
+    return std::make_shared<LocalBackend>(opt);
+  };
+  return info;
 }
 
 }  // namespace tfm::layers

@@ -28,6 +28,7 @@
 #include "core/attention_mask.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "layers/attention_backend.h"
 
 namespace tfm::layers {
 
@@ -49,13 +50,27 @@ core::Tensor local_attention(const core::Tensor& q, const core::Tensor& k, const
 // (Tq = 1 per step). O(Tq · Tk) memory; no dropout.
 core::Tensor local_attention_dense(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
                                    const core::AttentionMask& mask, float scale, const LocalOptions& opt);
+// Its probabilities [B, H, Tq, Tk], zero outside the window and the mask
+// (local_attention_dense = these · v; for a whole sequence they are the
+// dense reconstruction of local_attention).
+core::Tensor local_attention_probabilities(const core::Tensor& q, const core::Tensor& k,
+                                           const core::AttentionMask& mask, float scale, const LocalOptions& opt);
 
 // Adapter with the attention backend's attend() arguments: local_attention
 // (dropout_p applied when training, mask from gen) when the call covers the
 // whole sequence (q_offset = 0, Tq = Tk), else local_attention_dense (no
 // dropout: a cached call is generation).
+// When `probabilities` is non-null it receives local_attention_probabilities
+// (the weights applied, before dropout).
 core::Tensor local_backend_attend(const core::Tensor& q, const core::Tensor& k, const core::Tensor& v,
                                   const core::AttentionMask& mask, float scale, float dropout_p, bool training,
-                                  core::Generator& gen, const LocalOptions& opt);
+                                  core::Generator& gen, const LocalOptions& opt,
+                                  core::Tensor* probabilities = nullptr);
+
+// The registry entry "local" (layers/attention_backend.h): causal and
+// key-padding masks, dropout, a KV cache (cached steps use
+// local_attention_dense, the same rule), reads chunk_length; self-attention
+// only. Dropout needs AttentionArgs::gen.
+AttentionBackendInfo local_attention_backend();
 
 }  // namespace tfm::layers

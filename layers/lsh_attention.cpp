@@ -252,9 +252,14 @@ Tensor lsh_attention(const Tensor& qk, const Tensor& v, const core::AttentionMas
 
 Tensor shared_qk_attention(const Tensor& qk_q, const Tensor& qk, const Tensor& v, const core::AttentionMask& mask,
                            float scale) {
-  TFM_CHECK(qk_q.defined() && qk.defined() && v.defined() && qk_q.dim() == 4 && qk.dim() == 4 &&
-                qk.shape() == v.shape() && qk_q.size(0) == qk.size(0) && qk_q.size(1) == qk.size(1) &&
-                qk_q.size(3) == qk.size(3),
+  TFM_CHECK(v.defined() && qk.defined() && qk.shape() == v.shape(),
+            "shared_qk_attention: queries [B, H, Tq, D] and keys/values [B, H, Tk, D] do not match");
+  return core::matmul(shared_qk_probabilities(qk_q, qk, mask, scale), v);
+}
+
+Tensor shared_qk_probabilities(const Tensor& qk_q, const Tensor& qk, const core::AttentionMask& mask, float scale) {
+  TFM_CHECK(qk_q.defined() && qk.defined() && qk_q.dim() == 4 && qk.dim() == 4 && qk_q.size(0) == qk.size(0) &&
+                qk_q.size(1) == qk.size(1) && qk_q.size(3) == qk.size(3),
             "shared_qk_attention: queries [B, H, Tq, D] and keys/values [B, H, Tk, D] do not match");
   const int64_t B = qk.size(0), Tq = qk_q.size(2), Tk = qk.size(2);
   const Tensor khat = core::mul(qk, core::rsqrt(core::add(core::mean(core::mul(qk, qk), {-1}, true), kNormEps)));
@@ -275,7 +280,60 @@ Tensor shared_qk_attention(const Tensor& qk_q, const Tensor& qk, const Tensor& v
     for (float& f : pad) f = f != 0.0f ? kNegInf : 0.0f;
     scores = core::add(scores, core::from_vector(pad, {B, 1, 1, Tk}));
   }
-  return core::matmul(core::softmax(scores, -1), v);
+  return core::softmax(scores, -1);
+}
+
+Tensor lsh_attention_probabilities(const Tensor& qk, const core::AttentionMask& mask, float scale,
+                                   const LshHashing& h) {
+  check_qk_v(qk, qk, mask);
+  const int64_t B = qk.size(0), H = qk.size(1), T = qk.size(2), D = qk.size(3);
+  const int64_t R = h.n_hashes, Tp = h.padded_length, C = h.chunk_length;
+  TFM_CHECK(h.length == T && C >= 1 && Tp % C == 0 && h.order.defined() &&
+                h.order.shape() == core::Shape({B, H, R, Tp}),
+            "lsh_attention_probabilities: hashing does not fit qk ", core::shape_str(qk.shape()));
+  const Tensor x = qk.detach().contiguous(), khat = normalize_keys(x), order = h.order.contiguous();
+  const Tensor ok = key_usable(mask);
+  const float *xp = x.data<float>(), *kp = khat.data<float>(), *okp = ok.defined() ? ok.data<float>() : nullptr;
+  const int32_t* op = order.data<int32_t>();
+  Tensor P = core::zeros({B, H, T, T});
+  float* pp = P.data<float>();
+  const int64_t n_chunks = Tp / C;
+  for (int64_t bh = 0; bh < B * H; ++bh) {
+    const int64_t b = bh / H;
+    // Every (round, query, key) pair computed, with its score.
+    struct Pair {
+      int64_t key;
+      double score;
+    };
+    std::vector<std::vector<Pair>> pairs(static_cast<size_t>(T));
+    for (int64_t r = 0; r < R; ++r) {
+      const int32_t* ord = op + (bh * R + r) * Tp;
+      for (int64_t s = 0; s < Tp; ++s) {
+        const int64_t i = ord[s];
+        if (i >= T) continue;
+        const int64_t c = s / C;
+        std::vector<int64_t> chunks{c};
+        const int64_t prev = c > 0 ? c - 1 : n_chunks - 1;  // wrap-around
+        if (n_chunks > 1) chunks.push_back(prev);
+        for (int64_t cc : chunks)
+          for (int64_t s2 = cc * C; s2 < (cc + 1) * C; ++s2) {
+            const int64_t j = ord[s2];
+            if (j >= T || (okp && okp[b * T + j] == 0.0f) || (mask.causal && j > i)) continue;
+            double dot = 0;
+            for (int64_t d = 0; d < D; ++d) dot += double(xp[(bh * T + i) * D + d]) * kp[(bh * T + j) * D + d];
+            pairs[i].push_back({j, j == i ? double(detail::kSelfMaskScore) : scale * dot});
+          }
+      }
+    }
+    for (int64_t i = 0; i < T; ++i) {
+      if (pairs[i].empty()) continue;
+      double m = -std::numeric_limits<double>::infinity(), l = 0;
+      for (const Pair& p : pairs[i]) m = std::max(m, p.score);
+      for (const Pair& p : pairs[i]) l += std::exp(p.score - m);
+      for (const Pair& p : pairs[i]) pp[(bh * T + i) * T + p.key] += static_cast<float>(std::exp(p.score - m) / l);
+    }
+  }
+  return P;
 }
 
 namespace {
@@ -308,10 +366,16 @@ Tensor lsh_taped_attention(const Tensor& qk, const Tensor& v, const core::Attent
 }  // namespace
 
 Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
-                          float scale, float dropout_p, bool training, core::Generator& gen, const LshOptions& opt) {
+                          float scale, float dropout_p, bool training, core::Generator& gen, const LshOptions& opt,
+                          Tensor* probabilities) {
   TFM_CHECK(q.defined() && k.defined(), "lsh attention: q and k must be defined");
-  if (mask.q_offset != 0 || q.dim() != 4 || k.dim() != 4 || q.size(2) != k.size(2))
+  if (mask.q_offset != 0 || q.dim() != 4 || k.dim() != 4 || q.size(2) != k.size(2)) {
+    if (probabilities) {
+      core::NoGradGuard no_grad;
+      *probabilities = shared_qk_probabilities(q, k, mask, scale);
+    }
     return shared_qk_attention(q, k, v, mask, scale);
+  }
   bool same = q.impl() == k.impl() || (q.shares_storage(k) && q.offset() == k.offset() &&
                                        q.shape() == k.shape() && q.strides() == k.strides());
   if (!same && q.shape() == k.shape()) {  // e.g. a prompt step: k is the cache's copy of q
@@ -320,7 +384,53 @@ Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, con
   }
   TFM_CHECK(same, "lsh attention needs the shared query/key projection (q and k must hold the same values)");
   if (core::tape_active()) return lsh_taped_attention(q, v, mask, scale, training ? dropout_p : 0.0f, gen, opt);
-  return lsh_attention(q, v, mask, scale, opt, gen, nullptr, training ? dropout_p : 0.0f);
+  if (!probabilities) return lsh_attention(q, v, mask, scale, opt, gen, nullptr, training ? dropout_p : 0.0f);
+  LshHashing hashing;
+  Tensor out = lsh_attention(q, v, mask, scale, opt, gen, &hashing, training ? dropout_p : 0.0f);
+  core::NoGradGuard no_grad;
+  *probabilities = lsh_attention_probabilities(q, mask, scale, hashing);
+  return out;
+}
+
+namespace {
+
+class LshBackend final : public AttentionBackend {
+ public:
+  explicit LshBackend(LshOptions opt) : opt_(opt) {}
+  const char* name() const override { return "lsh"; }
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& a) const override {
+    TFM_CHECK(a.gen != nullptr, "lsh attention: needs a generator (AttentionArgs::gen) for its random rotations");
+    return lsh_backend_attend(q, k, v, a.mask, a.scale, a.dropout_p, a.training, *a.gen, opt_, a.probabilities);
+  }
+
+ private:
+  LshOptions opt_;
+};
+
+}  // namespace
+
+AttentionBackendInfo lsh_attention_backend() {
+  AttentionBackendInfo info;
+  info.name = "lsh";
+  info.help =
+      "Reformer LSH: shared q/k, model.attention_n_hashes rounds of random-rotation buckets sorted into chunks of "
+      "model.attention_chunk_length, a chunk sees itself and the previous one; generation with the KV cache "
+      "attends each new token densely to all cached positions (full shared-QK attention), which differs from the "
+      "bucketed training forward";
+  info.supports.causal = info.supports.key_padding = info.supports.kv_cache = info.supports.dropout = true;
+  info.shared_qk = true;
+  info.reads = {"chunk_length", "n_hashes", "n_buckets"};
+  info.make = [](const AttentionBackendOptions& o) {
+    TFM_CHECK(o.n_buckets == 0 || (o.n_buckets >= 2 && o.n_buckets % 2 == 0), "model.attention_n_buckets = ",
+              o.n_buckets, " is not allowed with model.attention = lsh (expected 0, to derive it, or an even number "
+              ">= 2)");
+    LshOptions opt;
+    opt.chunk_length = o.chunk_length;
+    opt.n_hashes = o.n_hashes;
+    opt.n_buckets = o.n_buckets;
+    return std::make_shared<LshBackend>(opt);
+  };
+  return info;
 }
 
 }  // namespace tfm::layers

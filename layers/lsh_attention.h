@@ -37,7 +37,7 @@
 //
 // Generation (KV cache, one new position per step): sorting is global over
 // the sequence, so an incremental step cannot reproduce the training
-// neighbourhoods cheaply. The fallback the attention module should use is
+// neighbourhoods cheaply. The fallback (used by the "lsh" backend) is
 // shared_qk_attention() below: full shared-QK attention of the new
 // positions over the cached (un-normalised) qk and v, with normalised keys,
 // the self-mask and the causal/padding mask. It costs O(T) per step. (The
@@ -64,6 +64,7 @@
 #include "core/attention_mask.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "layers/attention_backend.h"
 
 namespace tfm::layers {
 
@@ -134,6 +135,18 @@ Tensor lsh_attention(const Tensor& qk, const Tensor& v, const core::AttentionMas
 // padding as in AttentionMask. -> [B, H, Tq, D].
 Tensor shared_qk_attention(const Tensor& qk_q, const Tensor& qk, const Tensor& v, const core::AttentionMask& mask,
                            float scale);
+// Its probabilities [B, H, Tq, Tk] (shared_qk_attention = these · v).
+Tensor shared_qk_probabilities(const Tensor& qk_q, const Tensor& qk, const core::AttentionMask& mask, float scale);
+
+// The dense reconstruction of what lsh_attention_hashed applies: P [B, H,
+// T, T] with P[i, j] = Σ over the rounds in which query i saw key j of
+// its weight in the softmax over all its (round, key) pairs (so a pair seen
+// in two rounds counts twice), zero where the pair was never computed. A
+// plain loop over the chunk neighbourhoods, independent of the kernel:
+// lsh_attention_hashed(qk, v, ...) = P · v (without dropout). For
+// inspection; O(T²) memory.
+Tensor lsh_attention_probabilities(const Tensor& qk, const core::AttentionMask& mask, float scale,
+                                   const LshHashing& hashing);
 
 // Adapter with the attention backend's attend() arguments, for a module
 // with the shared query/key projection (q and k must hold the same,
@@ -147,8 +160,23 @@ Tensor shared_qk_attention(const Tensor& qk_q, const Tensor& qk, const Tensor& v
 // after the rotations); inside a replaying scope it attends with the
 // recorded hashing (lsh_attention_hashed, dropout from the same counters)
 // instead of hashing the reconstructed input again.
+// When `probabilities` is non-null it receives the weights applied, [B, H,
+// Tq, Tk] (lsh_attention_probabilities of the hashing drawn, or
+// shared_qk_probabilities on the fallback), before dropout.
 Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
-                          float scale, float dropout_p, bool training, core::Generator& gen, const LshOptions& opt);
+                          float scale, float dropout_p, bool training, core::Generator& gen, const LshOptions& opt,
+                          Tensor* probabilities = nullptr);
+
+// The registry entry "lsh" (layers/attention_backend.h): shared query/key,
+// causal and key-padding masks, dropout, reads chunk_length, n_hashes and
+// n_buckets; self-attention only. kv_cache: a cached call (q_offset > 0 or
+// Tq != Tk) uses the generation fallback shared_qk_attention (full
+// shared-QK attention over everything cached), which differs from the
+// bucketed forward used for training and for the prompt; equal to it when
+// one chunk covers the context (chunk_length >= T). Rotations and dropout
+// come from AttentionArgs::gen (required). The probe gets the dense
+// reconstruction (zero where a pair was not computed).
+AttentionBackendInfo lsh_attention_backend();
 
 // What lsh_backend_attend keeps on a reversible stack's tape.
 struct LshTapeEntry {

@@ -221,9 +221,9 @@ TEST_CASE("options reach the backend; options a backend does not read must stay 
   CHECK_THAT(e, Contains("model.attention_chunk_length = 32") && Contains("model.attention = naive") &&
                     Contains("test_reader"));
   o = {};
-  o.n_buckets = 8;  // read by no registered backend
+  o.n_buckets = 8;  // read by lsh only
   CHECK_THAT(error_of([&] { layers::make_attention_backend("test_reader", o); }),
-             Contains("model.attention_n_buckets = 8") && Contains("none of the registered backends"));
+             Contains("model.attention_n_buckets = 8") && Contains("(it is read by lsh)"));
   o = {};
   o.n_hashes = 0;  // out of range
   CHECK_THAT(error_of([&] { layers::make_attention_backend("test_reader", o); }),

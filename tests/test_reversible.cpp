@@ -56,39 +56,6 @@ double norm(const Tensor& a) {
   return std::sqrt(s);
 }
 
-// A registered copy of the Reformer LSH adapter (layers/lsh_attention.h),
-// so the tests reach lsh_backend_attend through MultiHeadAttention whatever
-// the built-in registry holds.
-class TestLshBackend final : public layers::AttentionBackend {
- public:
-  explicit TestLshBackend(const layers::AttentionBackendOptions& o) {
-    opt_.chunk_length = o.chunk_length;
-    opt_.n_hashes = o.n_hashes;
-    opt_.n_buckets = o.n_buckets;
-  }
-  const char* name() const override { return "rev_test_lsh"; }
-  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const layers::AttentionArgs& a) const override {
-    REQUIRE(a.gen != nullptr);
-    return layers::lsh_backend_attend(q, k, v, a.mask, a.scale, a.dropout_p, a.training, *a.gen, opt_);
-  }
-
- private:
-  layers::LshOptions opt_;
-};
-
-const char* test_lsh_backend() {
-  if (!layers::find_attention_backend("rev_test_lsh")) {
-    layers::AttentionBackendInfo info;
-    info.name = "rev_test_lsh";
-    info.help = "test copy of the LSH adapter";
-    info.supports.causal = info.supports.dropout = true;
-    info.shared_qk = true;
-    info.reads = {"chunk_length", "n_hashes", "n_buckets"};
-    info.make = [](const layers::AttentionBackendOptions& o) { return std::make_shared<TestLshBackend>(o); };
-    layers::register_attention_backend(info);
-  }
-  return "rev_test_lsh";
-}
 
 layers::BlockOptions block_opts(const std::string& attention, float dropout, bool reversible) {
   layers::BlockOptions b;
@@ -97,9 +64,9 @@ layers::BlockOptions block_opts(const std::string& attention, float dropout, boo
   b.d_ff = 32;
   b.dropout = dropout;
   b.attention = attention;
-  if (attention == "rev_test_lsh") {
+  if (attention == "lsh" || attention == "local") {
     b.attention_options.chunk_length = 4;
-    b.attention_options.n_hashes = 2;
+    if (attention == "lsh") b.attention_options.n_hashes = 2;
   }
   b.reversible = reversible;
   return b;
@@ -199,7 +166,11 @@ TEST_CASE("reversible layers with flash attention give the two-stream gradients"
 }
 
 TEST_CASE("reversible LSH layers replay the forward's hashing from the tape", "[reversible][lsh]") {
-  check_same_gradients(test_lsh_backend());
+  check_same_gradients("lsh");
+}
+
+TEST_CASE("reversible layers with local attention give the two-stream gradients", "[reversible][local]") {
+  check_same_gradients("local");
 }
 
 TEST_CASE("the reversible tape refuses a recomputation that asks for more than was recorded", "[reversible]") {
@@ -352,12 +323,12 @@ TEST_CASE("GPT with reversible layers and chunked FF: same loss as its plain eva
 }
 
 TEST_CASE("a reversible LSH model resumed from a checkpoint equals an uninterrupted run", "[reversible][trainer]") {
-  const std::string lsh = test_lsh_backend();
+  const std::string lsh = "lsh";
   tfm::test::TempDir dir("rev_resume");
   const fs::path cfg = dir.path / "run.yaml";
   std::ofstream(cfg) << "model:\n  n_layers: 2\n  n_heads: 2\n  d_model: 32\n  block_size: 32\n  dropout: 0.1\n"
                      << "  reversible: true\n  ff_chunks: 3\n  positions: rope\n"
-                     << "  attention_pattern: \"" << lsh << ", naive\"\n  attention_chunk_length: 8\n"
+                     << "  attention_pattern: \"" << lsh << ", local\"\n  attention_chunk_length: 8\n"
                      << "  attention_n_hashes: 2\n"
                      << "data:\n  path: " << kFixture << "\n"
                      << "optim:\n  lr: 0.003\n"
