@@ -369,3 +369,39 @@ TEST_CASE("a reversible LSH model resumed from a checkpoint equals an uninterrup
     CHECK(ca.params[i].second.to_vector() == cb.params[i].second.to_vector());  // bitwise
   }
 }
+
+TEST_CASE("the lsh adapter replays the recorded hashing instead of hashing the recomputed input",
+          "[reversible][lsh]") {
+  const Tensor qk = random_tensor({1, 2, 24, 8}, 31), v = random_tensor({1, 2, 24, 8}, 32);
+  core::AttentionMask mask;
+  mask.causal = true;
+  layers::LshOptions opt;
+  opt.chunk_length = 4;
+  opt.n_hashes = 2;
+  core::Generator gen(77);
+  std::vector<std::any> tape;
+  {
+    core::ReversibleTapeScope rec(&tape, core::ReversibleTapeScope::Mode::record);
+    layers::lsh_backend_attend(qk, qk, v, mask, 0.35f, 0.2f, true, gen, opt);
+  }
+  REQUIRE(tape.size() == 1);
+  const core::RngState after = gen.state();
+  const auto& entry = std::any_cast<const layers::LshTapeEntry&>(tape[0]);
+  // A very different input (−qk moves every bucket to its opposite): the
+  // replay must attend with the recorded buckets and draw the same dropout.
+  const Tensor other = core::neg(qk);
+  Tensor replayed;
+  {
+    core::RngReplayGuard from_start(gen, core::RngState{77, 0});
+    core::ReversibleTapeScope rep(&tape, core::ReversibleTapeScope::Mode::replay);
+    replayed = layers::lsh_backend_attend(other, other, v, mask, 0.35f, 0.2f, true, gen, opt);
+    CHECK(gen.state() == after);
+  }
+  core::Generator g2(77);
+  g2.set_state(entry.after_rotations);
+  const Tensor expected = layers::lsh_attention_hashed(other, v, mask, 0.35f, entry.hashing, 0.2f, &g2);
+  CHECK(replayed.to_vector() == expected.to_vector());
+  core::Generator g3(77);
+  const Tensor rehashed = layers::lsh_attention(other, v, mask, 0.35f, opt, g3, nullptr, 0.2f);
+  CHECK(rel_diff(rehashed, expected) > 1e-3);  // hashing −qk afresh gives other buckets
+}
