@@ -19,9 +19,12 @@
 // standard 83.5 / 223.7 / 434.0 (linear, ~35 MB a layer), reversible
 // 50.4 / 50.4 / 50.4 (flat; the reversible total grows only by the
 // parameters and gradients of the added layers, 1.6 MB a layer). Step time
-// rev/std 0.64 / 1.81 / 1.76 under a load average of 8-10 on 2 cores: not a
-// usable figure (the recomputation is one extra forward of each branch,
-// ~1.33x in principle); re-measure on an idle machine.
+// rev/std in wall clock 0.64 / 1.81 / 1.76 under a load average of 8-10 on
+// 2 cores: not a usable figure. Process CPU time per step (less sensitive to
+// the load; `--layers 2,12`, load ~6): 1.586 s vs 2.396 s at 2 layers
+// (1.51x), 6.490 s vs 10.313 s at 12 layers (1.59x): the recomputation (one
+// extra forward of every branch) costs slightly more than the 1.5x target.
+// Re-measure on an idle machine.
 //
 // Usage: bench_reversible [--quick] [--steps N] [--layers L,L,...] [--block T] [--d-model D] [--heads H]
 //                         [--attention NAME] [--pattern "local, lsh"] [--chunk C] [--hashes R]
@@ -32,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -46,7 +50,7 @@ using namespace tfm;
 using clk = std::chrono::steady_clock;
 
 struct Result {
-  double loss = 0, median_s = 0;
+  double loss = 0, median_s = 0, median_cpu_s = 0;  // wall clock and process CPU time
   int64_t peak_bytes = 0;
   int64_t param_bytes = 0;  // parameters; their gradients take as much again
   // Peak minus parameters and gradients: what the activations took.
@@ -66,23 +70,28 @@ Result run(const layers::GPTConfig& base, bool reversible, int steps) {
   const core::Tensor x = seq.slice(1, 0, T).contiguous(), y = seq.slice(1, 1, T + 1).contiguous();
   Result r;
   r.param_bytes = model.num_parameters() * static_cast<int64_t>(sizeof(float));
-  std::vector<double> times;
+  std::vector<double> times, cpu_times;
   for (int s = 0; s <= steps; ++s) {
     model.zero_grad();
     core::reset_peak_memory();
     const auto t0 = clk::now();
+    const std::clock_t c0 = std::clock();
     core::Tensor loss = model.loss(x, y);
     loss.backward();
     const double dt = std::chrono::duration<double>(clk::now() - t0).count();
+    const double dc = static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
     if (s == 0) {
       r.loss = loss.item();
       r.peak_bytes = core::memory_stats().peak_bytes;
     } else {
       times.push_back(dt);
+      cpu_times.push_back(dc);
     }
   }
   std::sort(times.begin(), times.end());
+  std::sort(cpu_times.begin(), cpu_times.end());
   r.median_s = times.empty() ? 0.0 : times[times.size() / 2];
+  r.median_cpu_s = cpu_times.empty() ? 0.0 : cpu_times[cpu_times.size() / 2];
   return r;
 }
 
@@ -158,8 +167,8 @@ int main(int argc, char** argv) {
               cfg.attention.c_str(), pattern.empty() ? "" : ", pattern ", pattern.c_str(),
               static_cast<long long>(cfg.attention_options.chunk_length),
               static_cast<long long>(cfg.attention_options.n_hashes), static_cast<long long>(cfg.ff_chunks));
-  std::printf("| layers | mode | peak tensor MB | of it activations MB | step s (median of %d) | loss |\n"
-              "|---|---|---|---|---|---|\n",
+  std::printf("| layers | mode | peak tensor MB | of it activations MB | step s (median of %d) | step CPU s | loss |\n"
+              "|---|---|---|---|---|---|---|\n",
               steps);
   std::fflush(stdout);
   for (const int64_t L : depths) {
@@ -167,18 +176,19 @@ int main(int argc, char** argv) {
     Result s, r;
     if (do_std) {
       s = run(cfg, false, steps);
-      std::printf("| %lld | standard | %.1f | %.1f | %.3f | %.6f |\n", static_cast<long long>(L), s.peak_bytes / 1e6,
-                  s.activation_mb(), s.median_s, s.loss);
+      std::printf("| %lld | standard | %.1f | %.1f | %.3f | %.3f | %.6f |\n", static_cast<long long>(L),
+                  s.peak_bytes / 1e6, s.activation_mb(), s.median_s, s.median_cpu_s, s.loss);
     }
     if (do_rev) {
       r = run(cfg, true, steps);
-      std::printf("| %lld | reversible | %.1f | %.1f | %.3f | %.6f |\n", static_cast<long long>(L),
-                  r.peak_bytes / 1e6, r.activation_mb(), r.median_s, r.loss);
+      std::printf("| %lld | reversible | %.1f | %.1f | %.3f | %.3f | %.6f |\n", static_cast<long long>(L),
+                  r.peak_bytes / 1e6, r.activation_mb(), r.median_s, r.median_cpu_s, r.loss);
     }
     if (do_std && do_rev) {
-      std::printf("| %lld | ratio rev/std | %.3f | %.3f | %.2f | |\n", static_cast<long long>(L),
+      std::printf("| %lld | ratio rev/std | %.3f | %.3f | %.2f | %.2f | |\n", static_cast<long long>(L),
                   static_cast<double>(r.peak_bytes) / static_cast<double>(s.peak_bytes),
-                  r.activation_mb() / s.activation_mb(), s.median_s > 0 ? r.median_s / s.median_s : 0.0);
+                  r.activation_mb() / s.activation_mb(), s.median_s > 0 ? r.median_s / s.median_s : 0.0,
+                  s.median_cpu_s > 0 ? r.median_cpu_s / s.median_cpu_s : 0.0);
     }
     std::fflush(stdout);
   }
