@@ -47,6 +47,22 @@ SentencePieceTokenizer::~SentencePieceTokenizer() = default;
 
 SentencePieceTokenizer SentencePieceTokenizer::train(const std::vector<std::string>& sentences, int64_t vocab_size,
                                                      const std::string& model_type, const std::string& origin) {
+  SentencePieceOptions o;
+  o.model_type = model_type;
+  return train(sentences, vocab_size, o, origin);
+}
+
+SentencePieceTokenizer SentencePieceTokenizer::train(const std::vector<std::string>& sentences, int64_t vocab_size,
+                                                     const SentencePieceOptions& options, const std::string& origin) {
+  const std::string& model_type = options.model_type;
+  TFM_CHECK(options.character_coverage > 0 && options.character_coverage <= 1, origin,
+            ": data.sp_character_coverage = ", options.character_coverage, " must be in (0, 1]");
+  std::string user_symbols;
+  for (const auto& u : options.user_defined_symbols) {
+    TFM_CHECK(!u.empty() && u.find_first_of(" \t\r\n,") == std::string::npos, origin,
+              ": data.sp_user_defined_symbols: '", u, "' is not a symbol (no spaces or commas, not empty)");
+    user_symbols += (user_symbols.empty() ? "" : ",") + u;
+  }
   TFM_CHECK(model_type == "bpe" || model_type == "unigram", origin, ": unknown SentencePiece model type '",
             model_type, "' (data.sp_model must be bpe or unigram)");
   TFM_CHECK(vocab_size >= 8 && vocab_size <= (int64_t{1} << 30), origin, ": data.vocab_size = ", vocab_size,
@@ -59,19 +75,22 @@ SentencePieceTokenizer SentencePieceTokenizer::train(const std::vector<std::stri
   // shuffling of the input, one thread, a fixed seed. minloglevel 2 keeps
   // sentencepiece's INFO/WARNING chatter off stderr (it is a process-wide
   // setting of the library; errors still come back as statuses).
-  const std::unordered_map<std::string, std::string> args = {
+  std::unordered_map<std::string, std::string> args = {
       {"model_type", model_type},
       {"vocab_size", std::to_string(vocab_size)},
       {"pad_id", std::to_string(kPad)},
       {"unk_id", std::to_string(kUnk)},
       {"bos_id", std::to_string(kBos)},
       {"eos_id", std::to_string(kEos)},
-      {"character_coverage", "1.0"},
+      {"character_coverage", std::to_string(options.character_coverage)},
+      {"split_digits", options.split_digits ? "true" : "false"},
+      {"byte_fallback", options.byte_fallback ? "true" : "false"},
       {"input_sentence_size", "0"},
       {"shuffle_input_sentence", "false"},
       {"num_threads", "1"},
       {"minloglevel", "2"},
   };
+  if (!user_symbols.empty()) args["user_defined_symbols"] = user_symbols;
   sentencepiece::SetRandomGeneratorSeed(20240611u);
   VectorSentenceIterator it(sentences);
   std::string proto;
@@ -85,7 +104,9 @@ SentencePieceTokenizer SentencePieceTokenizer::train(const std::vector<std::stri
       // Every distinct character needs its own piece (coverage 1.0); the
       // library's advice about --character_coverage does not apply here.
       msg = msg.substr(0, msg.find(" Increase vocab_size"));
-      hint = "; raise data.vocab_size above the number of distinct characters";
+      hint = options.byte_fallback ? "; raise data.vocab_size above the number of distinct characters plus 256 byte "
+                                     "pieces (data.sp_byte_fallback), or set data.sp_byte_fallback = false"
+                                   : "; raise data.vocab_size above the number of distinct characters";
     }
     while (!msg.empty() && (msg.back() == '.' || msg.back() == ' ')) msg.pop_back();
     detail::throw_error(origin, ": training a SentencePiece ", model_type, " model with data.vocab_size = ",
@@ -125,6 +146,11 @@ std::string SentencePieceTokenizer::decode(const std::vector<int32_t>& ids) cons
   const auto st = sp_->Decode(v, &out);
   TFM_CHECK(st.ok(), "sentencepiece: cannot decode ids: ", status_text(st));
   return out;
+}
+
+bool SentencePieceTokenizer::is_reserved(int32_t id) const {
+  if (id < 0 || id >= sp_->GetPieceSize()) return true;
+  return sp_->IsControl(id) || sp_->IsUnknown(id) || sp_->IsUnused(id) || sp_->IsByte(id);
 }
 
 std::vector<uint8_t> SentencePieceTokenizer::serialize() const {

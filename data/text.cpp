@@ -80,4 +80,20 @@ std::string encode_utf8(const std::vector<char32_t>& cps) {
   return out;
 }
 
+std::string normalize_text(const std::string& bytes, int64_t* crlf) {
+  std::size_t start = bytes.size() >= 3 && bytes.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
+  std::string out;
+  out.reserve(bytes.size() - start);
+  int64_t n = 0;
+  for (std::size_t i = start; i < bytes.size(); ++i) {
+    if (bytes[i] == '\r' && i + 1 < bytes.size() && bytes[i + 1] == '\n') {
+      ++n;
+      continue;
+    }
+    out += bytes[i];
+  }
+  if (crlf) *crlf = n;
+  return out;
+}
+
 }  // namespace tfm::data

@@ -54,6 +54,17 @@ class CharTokenizer final : public Tokenizer {
   std::vector<char32_t> symbols_;  // sorted
 };
 
+// SentencePiece trainer options tfm exposes (data.sp_* keys). The struct's
+// defaults are the library-level behaviour of the original train() overload;
+// the config defaults (split_digits and byte_fallback on) live in the schema.
+struct SentencePieceOptions {
+  std::string model_type = "bpe";  // "bpe" or "unigram"
+  bool split_digits = false;        // every digit its own piece
+  bool byte_fallback = false;       // unknown characters as UTF-8 byte pieces (adds 256 pieces)
+  double character_coverage = 1.0;  // share of characters covered by character pieces, (0, 1]
+  std::vector<std::string> user_defined_symbols;  // always one piece each
+};
+
 // SentencePiece (BPE or unigram) through libsentencepiece, trained in memory
 // with fixed special ids pad=0, unk=1, bos=2, eos=3, character coverage 1.0
 // and the default nmt_nfkc normalisation (so encode -> decode gives back the
@@ -72,6 +83,9 @@ class SentencePieceTokenizer final : public Tokenizer {
   // vocab_size pieces (lower data.vocab_size) or on bad arguments.
   static SentencePieceTokenizer train(const std::vector<std::string>& sentences, int64_t vocab_size,
                                       const std::string& model_type, const std::string& origin);
+  // The same with every exposed trainer option.
+  static SentencePieceTokenizer train(const std::vector<std::string>& sentences, int64_t vocab_size,
+                                      const SentencePieceOptions& options, const std::string& origin);
   // Loads a serialised ModelProto (what serialize() returns, or the bytes of
   // an spm .model file); throws tfm::Error naming `origin` when malformed.
   static SentencePieceTokenizer from_model_proto(const std::string& model_proto, const std::string& origin);
@@ -92,6 +106,8 @@ class SentencePieceTokenizer final : public Tokenizer {
   int32_t bos_id() const override;
   int32_t eos_id() const override;
   std::string id_to_piece(int32_t id) const;  // "" outside the vocabulary
+  // Control, unknown, unused and byte pieces (not learned from the text).
+  bool is_reserved(int32_t id) const;
   const std::string& model_proto() const { return proto_; }
 
  private:

@@ -63,10 +63,24 @@ void cut_batches(const std::vector<int64_t>& order, std::size_t begin, std::size
 
 }  // namespace
 
-std::vector<SentencePair> read_tsv(const std::string& path) {
+std::vector<SentencePair> read_tsv(const std::string& path, TsvStats* stats) {
   const std::string text = read_file(path);  // names the path when missing
   std::size_t start = 0;
   if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0) start = 3;  // byte-order mark
+  // A whole corpus on one line: old Mac CR-only line ends, or the line ends
+  // lost on the way. Caught before the per-line checks, whose "more than
+  // one tab" would hide the cause.
+  const std::size_t first_nl = text.find('\n');
+  if (first_nl == std::string::npos || first_nl + 1 >= text.size()) {
+    const std::string body = text.substr(start, first_nl == std::string::npos ? std::string::npos : first_nl - start);
+    const std::size_t cr = body.find('\r');
+    if (cr != std::string::npos && cr + 1 < body.size())
+      detail::throw_error(path, ":1: the whole file is one line with CR (\\r) line ends; convert it to LF (\\n) "
+                          "line ends, one 'source<TAB>target' pair per line");
+    if (std::count(body.begin(), body.end(), '\t') > 1)
+      detail::throw_error(path, ":1: the whole file is one line (", body.size(),
+                          " bytes) with several tabs; expected one 'source<TAB>target' pair per line");
+  }
   std::vector<SentencePair> pairs;
   int64_t line_no = 0;
   while (start < text.size()) {
@@ -79,13 +93,16 @@ std::vector<SentencePair> read_tsv(const std::string& path) {
     // Validated line by line (a whole-file decode would hold 4 bytes per
     // character of a large corpus); the message names this line.
     try {
-      decode_utf8(line, path);
+      decode_utf8(line, path);  // offsets count from the start of the line
     } catch (const Error& e) {
       const std::string m = e.what();
       const std::size_t at = m.find("invalid UTF-8");
       detail::throw_error(path, ":", line_no, ": ", at == std::string::npos ? m : m.substr(at));
     }
-    if (trim(line).empty()) continue;  // blank lines are skipped
+    if (trim(line).empty()) {  // blank lines are skipped
+      if (stats) ++stats->blank;
+      continue;
+    }
     const std::size_t tab = line.find('\t');
     if (tab == std::string::npos) detail::throw_error(path, ":", line_no, ": no tab; expected 'source<TAB>target'");
     if (line.find('\t', tab + 1) != std::string::npos)
@@ -96,6 +113,7 @@ std::vector<SentencePair> read_tsv(const std::string& path) {
     pairs.push_back(std::move(p));
   }
   TFM_CHECK(!pairs.empty(), path, ": no sentence pairs (empty corpus)");
+  if (stats) stats->lines = line_no;
   return pairs;
 }
 

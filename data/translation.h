@@ -19,12 +19,19 @@ struct SentencePair {
   std::string src, tgt;
 };
 
+// What read_tsv saw: lines read and blank lines skipped.
+struct TsvStats {
+  int64_t lines = 0, blank = 0;
+};
+
 // Reads `source<TAB>target` lines (UTF-8). Errors name the file and line:
-// missing file, invalid UTF-8, a line without a tab, a line with more than
-// one tab, an empty side, an empty corpus. Blank lines are skipped; a
-// leading byte-order mark, CR line ends and whitespace around each side are
-// removed.
-std::vector<SentencePair> read_tsv(const std::string& path);
+// missing file, invalid UTF-8 (with the byte offset in the line), a line
+// without a tab, a line with more than one tab, an empty side, an empty
+// corpus, a file of more than one pair that is all one line (CR-only line
+// ends, or no line ends at all). Blank lines are skipped and counted in
+// `stats`; a leading byte-order mark, CR line ends and whitespace around
+// each side are removed.
+std::vector<SentencePair> read_tsv(const std::string& path, TsvStats* stats = nullptr);
 
 struct TranslationExample {
   std::vector<int32_t> src, tgt;  // tgt without BOS/EOS

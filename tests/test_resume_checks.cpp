@@ -51,7 +51,7 @@ fs::path train_seq2seq(const fs::path& dir) {
   std::ofstream(cfg) << "model:\n  family: seq2seq\n  enc_layers: 1\n  dec_layers: 1\n  n_heads: 2\n  d_model: 16\n"
                      << "  d_ff: 32\n  block_size: 16\n"
                      << "data:\n  path: " << (dir / "pairs.tsv").string()
-                     << "\n  tokenizer: sentencepiece\n  vocab_size: 30\n"
+                     << "\n  tokenizer: sentencepiece\n  vocab_size: 30\n  sp_byte_fallback: false\n"
                      << "schedule:\n  kind: constant\n"
                      << "train:\n  max_steps: 2\n  batch_tokens: 64\n  eval_every: 0\n  threads: 1\n  out_dir: "
                      << (dir / "run").string() << "\n";

@@ -217,7 +217,7 @@ TEST_CASE("a tiny translation model trains from a config and translates from its
   std::ofstream(cfg) << "model:\n  family: seq2seq\n  enc_layers: 1\n  dec_layers: 1\n  n_heads: 2\n  d_model: 32\n"
                      << "  d_ff: 64\n  block_size: 32\n  positions: sinusoidal\n  dropout: 0.0\n"
                      << "data:\n  path: " << (dir.path / "train.tsv").string() << "\n  valid_path: "
-                     << (dir.path / "valid.tsv").string() << "\n  tokenizer: sentencepiece\n  vocab_size: 40\n"
+                     << (dir.path / "valid.tsv").string() << "\n  tokenizer: sentencepiece\n  vocab_size: 40\n  sp_byte_fallback: false\n"
                      << "optim:\n  name: adam\n  lr: 0.003\n"
                      << "schedule:\n  kind: inverse_sqrt\n  warmup_steps: 10\n"
                      << "train:\n  max_steps: 60\n  batch_tokens: 256\n  log_every: 1\n  eval_every: 30\n"

@@ -2,14 +2,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
 #include <istream>
 #include <numeric>
 #include <ostream>
+#include <sstream>
 
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "data/bleu.h"
+#include "data/chrf.h"
 #include "data/lm_data.h"
 #include "data/text.h"
 #include "data/translation.h"
@@ -67,7 +70,7 @@ void eval_lm(const EvalArgs& args, const LoadedModel& m, std::ostream& out) {
   std::string file = args.data.empty() ? cfg.get_string("data.path") : args.data;
   TFM_CHECK(args.split == "valid" || !args.data.empty(),
             "a text corpus has a training and a validation split only; use --split valid, or --data FILE");
-  const std::vector<char32_t> cps = data::decode_utf8(data::read_file(file), file);
+  const std::vector<char32_t> cps = data::decode_utf8(data::normalize_text(data::read_file(file)), file);
   std::vector<char32_t> part = cps;
   if (args.data.empty()) {  // the validation split: the last data.valid_fraction of the text
     const auto split = static_cast<std::ptrdiff_t>(text_validation_start(cps.size(), cfg.get_float("data.valid_fraction")));
@@ -100,7 +103,14 @@ void eval_lm(const EvalArgs& args, const LoadedModel& m, std::ostream& out) {
   out << "\n";
 }
 
-// Seq2seq: loss per target token over the pairs that fit, and corpus BLEU of all pairs.
+std::string fmt_fixed(double v, int decimals) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(decimals) << v;
+  return os.str();
+}
+
+// Seq2seq: loss per target token over the pairs that fit, and corpus BLEU,
+// chrF2 and exact-match accuracy of all pairs.
 void eval_translation(const EvalArgs& args, const LoadedModel& m, std::ostream& out) {
   const Config& cfg = m.cfg;
   std::string file = args.data;
@@ -135,7 +145,9 @@ void eval_translation(const EvalArgs& args, const LoadedModel& m, std::ostream& 
   const data::BleuScore bleu = data::corpus_bleu(hyps, refs);
   out << "checkpoint: " << m.path << "\nsplit: " << file << " (" << pairs.size() << " pairs)\nloss: " << total / tokens
       << " per target token\nperplexity: " << std::exp(total / tokens) << "\n"
-      << bleu.format() << " (beam " << args.beam << ")\n";
+      << bleu.format() << " (beam " << args.beam << ")\n"
+      << "chrF2 = " << fmt_fixed(data::corpus_chrf(hyps, refs).score, 2) << "\n"
+      << "exact match: " << fmt_fixed(data::exact_match(hyps, refs), 2) << "%\n";
 }
 
 }  // namespace

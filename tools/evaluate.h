@@ -30,8 +30,9 @@ struct EvalArgs {
 };
 
 // LM: loss, perplexity, bits per character over the whole split.
-// Translation: loss and perplexity per target token, and corpus BLEU
-// (sacreBLEU's default: 13a tokenization, brevity penalty) of the split.
+// Translation: loss and perplexity per target token, corpus BLEU
+// (sacreBLEU's default: 13a tokenization, brevity penalty), chrF2
+// (sacreBLEU's default chrF) and exact-match accuracy of the split.
 void run_eval(const EvalArgs& args, std::ostream& out);
 
 }  // namespace tfm::train

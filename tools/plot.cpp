@@ -252,6 +252,9 @@ RunMetrics read_run_metrics(const std::string& arg) {
     row.val_loss = get("val_loss");
     row.lr = get("lr");
     row.tokens_per_s = get("tokens_per_s");
+    row.val_bleu = get("val_bleu");
+    row.val_chrf = get("val_chrf");
+    row.val_exact = get("val_exact");
     if (auto e = get("elapsed_s")) {
       if (*e < last_raw) offset = last_cum;  // a resumed run restarts its clock
       last_raw = *e;
@@ -297,6 +300,28 @@ std::string render_curves_svg(const std::vector<RunMetrics>& runs) {
     lr.series.push_back(lr_s);
     tps.series.push_back(tp_s);
   }
+  // Validation scores: a panel for each one that some run logged.
+  struct Score {
+    const char* title;
+    const char* ylabel;
+    std::optional<double> MetricRow::*field;
+  };
+  const Score scores[] = {{"Validation BLEU", "BLEU", &MetricRow::val_bleu},
+                          {"Validation chrF", "chrF2", &MetricRow::val_chrf},
+                          {"Validation exact match", "exact match (%)", &MetricRow::val_exact}};
+  std::vector<Panel> extra;
+  for (const Score& sc : scores) {
+    Panel p{sc.title, "step", sc.ylabel, {}};
+    bool any = false;
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      Series s{{}, kPalette[i % kPalette.size()], true};
+      for (const MetricRow& row : runs[i].rows)
+        if (row.*sc.field) s.pts.emplace_back(static_cast<double>(row.step), *(row.*sc.field));
+      any = any || !s.pts.empty();
+      p.series.push_back(std::move(s));
+    }
+    if (any) extra.push_back(std::move(p));
+  }
 
   // Legend: one entry per run (wrapping), then the line-style key.
   const double W = 1200, panel_w = 600, panel_h = 380;
@@ -309,7 +334,8 @@ std::string render_curves_svg(const std::vector<RunMetrics>& runs) {
     lx += w;
   }
   const double top = ly + 22;
-  const double H = top + 2 * panel_h + 10;
+  const double extra_rows = static_cast<double>((extra.size() + 1) / 2);
+  const double H = top + (2 + extra_rows) * panel_h + 10;
 
   std::ostringstream os;
   os << svg_open(W, H);
@@ -333,6 +359,9 @@ std::string render_curves_svg(const std::vector<RunMetrics>& runs) {
   draw_panel(os, loss_time, panel_w, top, panel_w, panel_h, 1);
   draw_panel(os, lr, 0, top + panel_h, panel_w, panel_h, 2);
   draw_panel(os, tps, panel_w, top + panel_h, panel_w, panel_h, 3);
+  for (std::size_t k = 0; k < extra.size(); ++k)
+    draw_panel(os, extra[k], static_cast<double>(k % 2) * panel_w, top + static_cast<double>(2 + k / 2) * panel_h,
+               panel_w, panel_h, static_cast<int>(4 + k));
   os << "</svg>\n";
   return os.str();
 }

@@ -16,6 +16,7 @@ namespace tfm::train {
 struct MetricRow {
   int64_t step = 0;
   std::optional<double> train_loss, val_loss, lr, tokens_per_s, elapsed_s;
+  std::optional<double> val_bleu, val_chrf, val_exact;  // translation runs with train.eval_bleu
 };
 
 struct RunMetrics {
@@ -33,6 +34,8 @@ RunMetrics read_run_metrics(const std::string& run_dir_or_file);
 // One SVG with four panels: loss against step, loss against elapsed time,
 // learning rate against step, tokens/s against step; train loss solid,
 // validation loss dashed with markers, one colour per run, and a legend.
+// Below them, one panel per validation score any run logged (BLEU, chrF,
+// exact match) against step.
 std::string render_curves_svg(const std::vector<RunMetrics>& runs);
 
 struct PlotArgs {

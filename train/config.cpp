@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -106,9 +107,21 @@ std::vector<KeySpec> make_schema() {
           "seq2seq: validation TSV; empty means the last data.valid_fraction of data.path"),
       key("data.test_path", V::string, "", "seq2seq: test TSV for `tfm eval --split test`"),
       choice("data.tokenizer", "char", {"char", "sentencepiece"}, "tokenizer trained on the training split"),
-      key("data.vocab_size", V::integer, "8000", "sentencepiece vocabulary size (per side when not joint)", 8,
-          1 << 20),
+      key("data.vocab_size", V::string, "auto",
+          "sentencepiece vocabulary size (per side when not joint): auto (the largest size up to data.vocab_max at "
+          "which 90% of the learned pieces occur data.vocab_min_count times) or a number >= 8 (lowered with a "
+          "warning when the text does not support it)"),
+      key("data.vocab_max", V::integer, "8000", "largest vocabulary data.vocab_size = auto may choose", 8, 1 << 20),
+      key("data.vocab_min_count", V::integer, "10",
+          "how often a learned sentencepiece piece must occur in the training text to count as supported", 1, 1e9),
       choice("data.sp_model", "bpe", {"bpe", "unigram"}, "sentencepiece model type"),
+      key("data.sp_split_digits", V::boolean, "true", "sentencepiece: every digit is its own piece"),
+      key("data.sp_byte_fallback", V::boolean, "true",
+          "sentencepiece: characters outside the vocabulary become UTF-8 byte pieces instead of the unknown piece (256 pieces)"),
+      key("data.sp_character_coverage", V::number, "1", "sentencepiece: share of characters given their own piece",
+          0, 1),
+      key("data.sp_user_defined_symbols", V::string, "",
+          "sentencepiece: comma-separated symbols that are always one piece (e.g. \"<sep>,@@\")"),
       key("data.joint_vocab", V::boolean, "true", "seq2seq: one sentencepiece vocabulary for source and target"),
       key("data.valid_fraction", V::number, "0.1", "fraction held out for validation (the end of a text file)", 0,
           0.5),
@@ -150,7 +163,8 @@ std::vector<KeySpec> make_schema() {
           "skip a step whose loss or gradient is not finite instead of stopping"),
       key("train.eval_bleu", V::boolean, "false", "seq2seq: also compute validation BLEU (greedy decoding) at each evaluation"),
       key("train.eval_bleu_sentences", V::integer, "500", "seq2seq: validation sentences translated for BLEU", 1, 1e9),
-      choice("train.best_metric", "val_loss", {"val_loss", "val_bleu"}, "what best.h5 follows"),
+      choice("train.best_metric", "val_loss", {"val_loss", "val_bleu", "val_chrf", "val_exact"},
+             "what best.h5 follows (val_bleu, val_chrf and val_exact need train.eval_bleu)"),
   };
   const auto after = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.key == "model.activation"; });
   const std::vector<KeySpec> attention = attention_keys();
@@ -435,9 +449,20 @@ void Config::validate() const {
             "model.family = seq2seq needs data.tokenizer = sentencepiece");
   TFM_CHECK(seq2seq || get_string("data.tokenizer") == "char", "model.family = gpt supports data.tokenizer = char");
   TFM_CHECK(seq2seq || !get_bool("train.eval_bleu"), "train.eval_bleu needs model.family = seq2seq");
-  TFM_CHECK(get_string("train.best_metric") != "val_bleu" || get_bool("train.eval_bleu"),
-            "train.best_metric = val_bleu needs train.eval_bleu = true");
+  TFM_CHECK(get_string("train.best_metric") == "val_loss" || get_bool("train.eval_bleu"), "train.best_metric = ",
+            get_string("train.best_metric"), " needs train.eval_bleu = true (greedy translations of the validation set)");
+  vocab_size_setting(*this);  // "auto" or a number in range
   validate_attention(*this);
+}
+
+int64_t vocab_size_setting(const Config& cfg) {
+  const std::string& v = cfg.get_string("data.vocab_size");
+  if (v == "auto") return 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  TFM_CHECK(!v.empty() && end && *end == '\0' && n >= 8 && n <= (1 << 20), "data.vocab_size = '", v,
+            "': allowed are auto or an integer >= 8 and <= 1048576");
+  return n;
 }
 
 layers::AttentionBackendOptions attention_options(const Config& cfg) {

@@ -65,6 +65,10 @@ class Config {
   std::map<std::string, std::string> values_;
 };
 
+// data.vocab_size: 0 for auto, else the number; throws naming the key when
+// it is neither.
+int64_t vocab_size_setting(const Config& cfg);
+
 // The model.attention_* keys as backend options (model configs carry them).
 layers::AttentionBackendOptions attention_options(const Config& cfg);
 

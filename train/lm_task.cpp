@@ -29,7 +29,7 @@ class LMTask final : public Task {
     TFM_CHECK(cfg.get_string("data.tokenizer") == "char",
               "data.tokenizer = ", cfg.get_string("data.tokenizer"), " is not available for model.family = gpt (allowed: char)");
     path_ = cfg.get_string("data.path");
-    const std::vector<char32_t> cps = data::decode_utf8(data::read_file(path_), path_);
+    const std::vector<char32_t> cps = data::decode_utf8(data::normalize_text(data::read_file(path_), &crlf_), path_);
     TFM_CHECK(!cps.empty(), path_, ": empty corpus");
     const auto split =
         static_cast<std::ptrdiff_t>(text_validation_start(cps.size(), cfg.get_float("data.valid_fraction")));
@@ -92,10 +92,12 @@ class LMTask final : public Task {
     os << "data: " << path_ << " (" << train_chars_ << " train / " << valid_chars_
        << " valid characters, vocabulary " << tokenizer_->vocab_size() << "), model: gpt, "
        << model_->num_parameters() << " parameters";
+    if (crlf_) os << "\n  " << path_ << ": " << crlf_ << " CRLF line ends read as LF";
     return os.str();
   }
 
  private:
+  int64_t crlf_ = 0;  // CRLF line ends turned into LF
   int64_t batch_, eval_steps_;
   float label_smoothing_;  // training loss only; validation loss is unsmoothed
   core::Generator data_gen_;

@@ -10,10 +10,12 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <sstream>
 
 #include "core/allocator.h"
 #include "core/autograd.h"
@@ -119,7 +121,8 @@ struct Run {
   std::unique_ptr<Task> task;
   std::unique_ptr<optim::Optimizer> opt;
   optim::Schedule schedule;
-  std::string best_metric;  // "val_loss" (lower is better) or "val_bleu" (higher)
+  std::string best_metric;  // "val_loss" (lower is better), "val_bleu", "val_chrf" or "val_exact" (higher)
+  double elapsed_before = 0;  // seconds of training before this process (a resumed run's checkpoint)
   int64_t step = 0;
   int64_t tokens_seen = 0;
   double best_val = std::numeric_limits<double>::infinity();
@@ -153,6 +156,13 @@ optim::Schedule make_schedule(const Config& cfg) {
   return s;
 }
 
+// Training time so far, continuing a resumed run's clock.
+double elapsed_s(const Run& r) {
+  return r.elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - r.start).count();
+}
+
+bool higher_is_better(const std::string& metric) { return metric != "val_loss"; }
+
 void append_metrics(Run& r, const nlohmann::json& j) {
   const std::string line = j.dump() + "\n";
   r.metrics += line;
@@ -171,6 +181,7 @@ CheckpointData snapshot(const Run& r) {
   d.ints["step"] = r.step;
   d.ints["tokens_seen"] = r.tokens_seen;
   d.ints["optimizer_steps"] = r.opt->steps();
+  d.meta["elapsed_s"] = fmt::format("{:.17g}", elapsed_s(r));
   d.config_yaml = r.cfg.to_yaml();
   d.params = r.task->model().named_parameters();
   d.optimizer_state = r.opt->state();
@@ -258,7 +269,28 @@ void setup(Run& r, const Resume& resume) {
   r.best_metric = c.get_string("train.best_metric");
   r.task = make_task(c, resume.active() ? &resume.data : nullptr, resume.path);
   r.opt = make_optimizer(c, r.task->model());
-  if (r.best_metric == "val_bleu") r.best_val = -1.0;
+  if (higher_is_better(r.best_metric)) r.best_val = -1.0;
+}
+
+// The training time a checkpoint had reached: its elapsed_s attribute, or,
+// in a checkpoint written before it was stored, the last elapsed_s of its
+// metric history (0 when there is none).
+double resumed_elapsed(const Resume& resume) {
+  const std::string e = resume.meta("elapsed_s");
+  if (!e.empty()) {
+    char* end = nullptr;
+    const double v = std::strtod(e.c_str(), &end);
+    TFM_CHECK(end && *end == '\0' && std::isfinite(v) && v >= 0, resume.path, ": attribute elapsed_s = '", e,
+              "' is not a non-negative number of seconds");
+    return v;
+  }
+  double last = 0;
+  std::istringstream in(resume.data.metrics_jsonl);
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("elapsed_s") && j["elapsed_s"].is_number()) last = j["elapsed_s"].get<double>();
+  }
+  return last;
 }
 
 // Counters, task state, optimizer state, best metric and history from the checkpoint.
@@ -275,6 +307,7 @@ void restore(Run& r, const Resume& resume) {
   if (resume.meta("best_metric") == r.best_metric && !resume.meta("best_value").empty())
     r.best_val = std::stod(resume.meta("best_value"));
   r.metrics = d.metrics_jsonl;
+  r.elapsed_before = resumed_elapsed(resume);
 }
 
 // The run directory: config.yaml, metrics.jsonl (a resumed run continues
@@ -348,7 +381,7 @@ bool evaluate(Run& r, nlohmann::json& row, std::string& text) {
   }
   TFM_CHECK(row.contains(r.best_metric), "the task did not report ", r.best_metric);
   const double v = row[r.best_metric].get<double>();
-  const bool is_best = r.best_metric == "val_bleu" ? v > r.best_val : v < r.best_val;
+  const bool is_best = higher_is_better(r.best_metric) ? v > r.best_val : v < r.best_val;
   if (is_best) r.best_val = v;
   return is_best;
 }
@@ -363,7 +396,7 @@ void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::
   row["lr"] = s.lr;
   row["grad_norm"] = s.grad_norm;
   row["tokens_per_s"] = wsec > 0 ? static_cast<double>(w.tokens) / wsec : 0.0;
-  row["elapsed_s"] = std::chrono::duration<double>(now - r.start).count();
+  row["elapsed_s"] = r.elapsed_before + std::chrono::duration<double>(now - r.start).count();
   row["step_time_s"] = wsec / static_cast<double>(w.steps);
   const core::MemoryStats mem = core::memory_stats();
   row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak

@@ -1,15 +1,18 @@
 // The translation task: a Seq2Seq on TSV sentence pairs, SentencePiece
 // tokenizers (joint or per side) trained on the training pairs, token-budget
-// batches, validation loss per target token and, optionally, BLEU of greedy
-// translations of the validation sentences.
+// batches, validation loss per target token and, optionally (train.eval_bleu),
+// BLEU, chrF and exact-match accuracy of greedy translations of the
+// validation sentences.
 #include <algorithm>
 #include <sstream>
 
 #include "core/autograd.h"
 #include "core/error.h"
 #include "data/bleu.h"
+#include "data/chrf.h"
 #include "data/tokenizer.h"
 #include "data/translation.h"
+#include "data/vocab_size.h"
 #include "layers/decode.h"
 #include "layers/seq2seq.h"
 #include "train/model_io.h"
@@ -38,6 +41,27 @@ std::vector<data::TranslationExample> encode_pairs(const std::vector<data::Sente
   return out;
 }
 
+// The data.sp_* trainer options.
+data::SentencePieceOptions sentencepiece_options(const Config& cfg) {
+  data::SentencePieceOptions o;
+  o.model_type = cfg.get_string("data.sp_model");
+  o.split_digits = cfg.get_bool("data.sp_split_digits");
+  o.byte_fallback = cfg.get_bool("data.sp_byte_fallback");
+  o.character_coverage = cfg.get_float("data.sp_character_coverage");
+  std::string list = cfg.get_string("data.sp_user_defined_symbols");
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    std::size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string sym = list.substr(start, comma - start);
+    sym.erase(0, sym.find_first_not_of(' '));
+    sym.erase(sym.find_last_not_of(' ') + 1);
+    if (!sym.empty()) o.user_defined_symbols.push_back(sym);
+    start = comma + 1;
+  }
+  return o;
+}
+
 class TranslationTask final : public Task {
  public:
   TranslationTask(const Config& cfg, const CheckpointData* resumed, const std::string& origin)
@@ -46,7 +70,7 @@ class TranslationTask final : public Task {
         eval_bleu_(cfg.get_bool("train.eval_bleu")),
         bleu_sentences_(cfg.get_int("train.eval_bleu_sentences")) {
     path_ = cfg.get_string("data.path");
-    std::vector<data::SentencePair> train = data::read_tsv(path_);
+    std::vector<data::SentencePair> train = data::read_tsv(path_, &train_stats_);
     if (!cfg.get_string("data.valid_path").empty()) {
       valid_pairs_ = data::read_tsv(cfg.get_string("data.valid_path"));
     } else {
@@ -60,18 +84,25 @@ class TranslationTask final : public Task {
     if (resumed) {
       tok_ = load_tokenizers(*resumed, origin);
     } else {
-      const int64_t vocab = cfg.get_int("data.vocab_size");
-      const std::string kind = cfg.get_string("data.sp_model");
+      data::VocabRule rule;
+      rule.requested = vocab_size_setting(cfg);
+      rule.max_size = cfg.get_int("data.vocab_max");
+      rule.min_count = cfg.get_int("data.vocab_min_count");
+      const data::SentencePieceOptions sp = sentencepiece_options(cfg);
       std::vector<std::string> src, tgt;
       for (const auto& p : train) src.push_back(p.src), tgt.push_back(p.tgt);
+      auto sized = [&](const std::vector<std::string>& text, const std::string& where) {
+        data::SizedTokenizer t = data::train_sized(text, rule, sp, where);
+        vocab_notes_.push_back(where + ": " + t.note);
+        return std::make_shared<data::SentencePieceTokenizer>(std::move(t.tokenizer));
+      };
       if (cfg.get_bool("data.joint_vocab")) {
         std::vector<std::string> both = src;
         both.insert(both.end(), tgt.begin(), tgt.end());
-        tok_.src = tok_.tgt = std::make_shared<data::SentencePieceTokenizer>(
-            data::SentencePieceTokenizer::train(both, vocab, kind, path_));
+        tok_.src = tok_.tgt = sized(both, path_);
       } else {
-        tok_.src = std::make_shared<data::SentencePieceTokenizer>(data::SentencePieceTokenizer::train(src, vocab, kind, path_ + " (source side)"));
-        tok_.tgt = std::make_shared<data::SentencePieceTokenizer>(data::SentencePieceTokenizer::train(tgt, vocab, kind, path_ + " (target side)"));
+        tok_.src = sized(src, path_ + " (source side)");
+        tok_.tgt = sized(tgt, path_ + " (target side)");
       }
     }
     TFM_CHECK(!cfg.get_bool("model.share_embeddings") || tok_.joint(),
@@ -82,9 +113,10 @@ class TranslationTask final : public Task {
     TFM_CHECK(ids_.pad >= 0 && ids_.bos >= 0 && ids_.eos >= 0 && tok_.src->pad_id() == ids_.pad,
               origin.empty() ? path_ : origin, ": the tokenizer has no pad/bos/eos ids");
     const int64_t max_len = cfg.get_int("model.block_size");
+    block_size_ = max_len;
     train_examples_ = encode_pairs(train, tok_, max_len, dropped_train_);
     TFM_CHECK(!train_examples_.empty(), path_, ": no training pair fits model.block_size = ", max_len);
-    int64_t dropped_valid = 0;
+    int64_t& dropped_valid = dropped_valid_;
     valid_examples_ = encode_pairs(valid_pairs_, tok_, max_len, dropped_valid);
     TFM_CHECK(!valid_examples_.empty(), "no validation pair fits model.block_size = ", max_len);
     // Keep validation references aligned with the examples that fit.
@@ -119,7 +151,13 @@ class TranslationTask final : public Task {
       tokens += static_cast<double>(b.tgt_tokens);
     }
     std::map<std::string, double> out{{"val_loss", total / tokens}};
-    if (eval_bleu_) out["val_bleu"] = bleu(std::min<int64_t>(bleu_sentences_, static_cast<int64_t>(valid_pairs_.size())));
+    if (eval_bleu_) {
+      std::vector<std::string> hyps, refs;
+      translate_valid(std::min<int64_t>(bleu_sentences_, static_cast<int64_t>(valid_pairs_.size())), hyps, refs);
+      out["val_bleu"] = data::corpus_bleu(hyps, refs).score;
+      out["val_chrf"] = data::corpus_chrf(hyps, refs).score;
+      out["val_exact"] = data::exact_match(hyps, refs);
+    }
     model_->train();
     return out;
   }
@@ -145,17 +183,25 @@ class TranslationTask final : public Task {
     if (!tok_.joint()) os << " / " << tok_.tgt->vocab_size();
     os << (tok_.joint() ? " (joint)" : " (source / target)") << ", model: seq2seq, " << model_->num_parameters()
        << " parameters";
+    // What happened to the data, for someone bringing their own.
+    os << "\n  " << path_ << ": " << train_stats_.lines << " lines, " << train_stats_.blank
+       << " blank lines skipped, " << dropped_train_ << " training pairs dropped (more than model.block_size = "
+       << block_size_ << " tokens on a side, with BOS/EOS)";
+    if (dropped_valid_) os << ", " << dropped_valid_ << " validation pairs dropped (too long)";
+    std::size_t longest_src = 0, longest_tgt = 0;
+    for (const auto& e : train_examples_) longest_src = std::max(longest_src, e.src.size()), longest_tgt = std::max(longest_tgt, e.tgt.size());
+    os << "\n  longest training pair kept: " << longest_src << " source tokens, " << longest_tgt << " target tokens";
+    for (const auto& n : vocab_notes_) os << "\n  " << n;
     return os.str();
   }
 
  private:
-  // Corpus BLEU of greedy translations of the first n validation sentences.
-  double bleu(int64_t n) const {
+  // Greedy translations of the first n validation sentences and their references.
+  void translate_valid(int64_t n, std::vector<std::string>& hyps, std::vector<std::string>& refs) const {
     layers::DecodeOptions opt;
     opt.beam = 1;
     opt.bos = ids_.bos;
     opt.eos = ids_.eos;
-    std::vector<std::string> hyps, refs;
     constexpr int64_t kBatch = 64;
     for (int64_t start = 0; start < n; start += kBatch) {
       std::vector<int64_t> idx;
@@ -164,7 +210,6 @@ class TranslationTask final : public Task {
       for (const auto& ids : layers::translate(*model_, b.src, opt)) hyps.push_back(tok_.tgt->decode(ids));
       for (int64_t i : idx) refs.push_back(valid_pairs_[static_cast<std::size_t>(i)].tgt);
     }
-    return data::corpus_bleu(hyps, refs).score;
   }
 
   int64_t batch_tokens_;
@@ -176,7 +221,9 @@ class TranslationTask final : public Task {
   data::SpecialIds ids_;
   std::vector<data::SentencePair> valid_pairs_;
   std::vector<data::TranslationExample> train_examples_, valid_examples_;
-  int64_t dropped_train_ = 0;
+  int64_t dropped_train_ = 0, dropped_valid_ = 0, block_size_ = 0;
+  data::TsvStats train_stats_;
+  std::vector<std::string> vocab_notes_;  // what data.vocab_size chose, per tokenizer
   std::unique_ptr<data::TranslationBatcher> batcher_;
   std::vector<data::TranslationBatch> valid_batches_;
   std::unique_ptr<layers::Seq2Seq> model_;
