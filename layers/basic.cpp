@@ -1,5 +1,9 @@
 #include "basic.h"
 
+#include <algorithm>
+
+#include "core/autograd.h"
+#include "core/checkpoint.h"
 #include "core/error.h"
 
 namespace tfm::layers {
@@ -47,13 +51,32 @@ Activation parse_activation(const std::string& s) {
   detail::throw_error("unknown activation '", s, "' (allowed: relu, gelu, gelu_tanh, swiglu)");
 }
 
-FeedForward::FeedForward(int64_t d_model, int64_t d_ff, Activation a, bool bias) : act(a) {
+FeedForward::FeedForward(int64_t d_model, int64_t d_ff, Activation a, bool bias, int64_t n_chunks)
+    : act(a), chunks(n_chunks) {
+  TFM_CHECK(chunks >= 1, "FeedForward: chunks (model.ff_chunks) must be >= 1, got ", chunks);
   up = register_module("up", std::make_shared<Linear>(d_model, d_ff, bias));
   if (act == Activation::swiglu) gate = register_module("gate", std::make_shared<Linear>(d_model, d_ff, bias));
   down = register_module("down", std::make_shared<Linear>(d_ff, d_model, bias));
 }
 
 Tensor FeedForward::forward(const Tensor& x) const {
+  const int64_t T = x.dim() >= 2 ? x.size(x.dim() - 2) : 1;
+  const int64_t n = std::min(chunks, T);
+  if (n <= 1) return forward_whole(x);
+  const int64_t dim = x.dim() - 2;
+  std::vector<Tensor> outs;
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t begin = c * T / n, end = (c + 1) * T / n;
+    Tensor part = core::slice(x, dim, begin, end);
+    if (core::needs_grad({&part}))
+      outs.push_back(core::checkpoint([this](const std::vector<Tensor>& in) { return forward_whole(in[0]); }, {part}));
+    else
+      outs.push_back(forward_whole(part));
+  }
+  return core::concat(outs, dim);
+}
+
+Tensor FeedForward::forward_whole(const Tensor& x) const {
   switch (act) {
     case Activation::relu:
       return down->forward(core::relu(up->forward(x)));

@@ -57,12 +57,25 @@ Activation parse_activation(const std::string& s);  // "relu" | "gelu" | "gelu_t
 
 // Position-wise feed-forward: down(act(up(x))), or for SwiGLU
 // down(silu(gate(x)) ∘ up(x)). up/gate: D -> F, down: F -> D.
+//
+// Chunking (model.ff_chunks): with chunks = N > 1, x [..., T, D] is cut
+// into N slices along T (the second-to-last dim; the last slices one step
+// shorter when N does not divide T, N capped at T) that run one after the
+// other, each under core::checkpoint when recording: only the slice inputs
+// are kept and the backward recomputes one slice's hidden [.., T/N, F] at a
+// time, so the peak feed-forward activation falls about N-fold, forward and
+// backward. The result is the unchunked one (position-wise: same rows, same
+// kernels), and the gradients equal it up to summation order.
 class FeedForward : public Module {
  public:
-  FeedForward(int64_t d_model, int64_t d_ff, Activation act, bool bias = true);
+  FeedForward(int64_t d_model, int64_t d_ff, Activation act, bool bias = true, int64_t chunks = 1);
   Tensor forward(const Tensor& x) const;
   Activation act;
+  int64_t chunks;  // >= 1
   std::shared_ptr<Linear> up, gate, down;  // gate only for SwiGLU
+
+ private:
+  Tensor forward_whole(const Tensor& x) const;
 };
 
 }  // namespace tfm::layers

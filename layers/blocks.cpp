@@ -1,7 +1,9 @@
 #include "blocks.h"
 
+#include "core/autograd.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/reversible.h"
 #include "core/ops.h"
 
 namespace tfm::layers {
@@ -27,7 +29,8 @@ TransformerBlock::TransformerBlock(const BlockOptions& opt, bool cross_attention
     cross_attn = register_module("cross_attn", std::make_shared<MultiHeadAttention>(a, gen));
     cross_norm = register_module("cross_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
   }
-  ffn = register_module("ffn", std::make_shared<FeedForward>(opt.d_model, opt.d_ff, opt.activation, opt.bias));
+  ffn = register_module("ffn",
+                        std::make_shared<FeedForward>(opt.d_model, opt.d_ff, opt.activation, opt.bias, opt.ff_chunks));
   ffn_norm = register_module("ffn_norm", std::make_shared<Norm>(opt.norm, opt.d_model, opt.norm_eps, opt.bias));
   drop_ = register_module("dropout", std::make_shared<Dropout>(opt.dropout, gen));
 }
@@ -50,10 +53,22 @@ Tensor TransformerBlock::forward(const Tensor& x_in, const AttentionMask& self_m
   return residual(x, *ffn_norm, [&](const Tensor& h) { return ffn->forward(h); });
 }
 
+Tensor TransformerBlock::attention_branch(const Tensor& x, const AttentionMask& self_mask, KVCache* self_cache) const {
+  TFM_CHECK(prenorm_ && !cross_attn, "transformer block: the attention branch needs a pre-norm block without cross-attention");
+  return drop_->forward(self_attn->forward(attn_norm->forward(x), Tensor(), self_mask, self_cache));
+}
+
+Tensor TransformerBlock::ffn_branch(const Tensor& x) const {
+  TFM_CHECK(prenorm_, "transformer block: the feed-forward branch needs a pre-norm block");
+  return drop_->forward(ffn->forward(ffn_norm->forward(x)));
+}
+
 TransformerStack::TransformerStack(const BlockOptions& opt, int64_t n_layers, bool cross_attention,
                                    std::shared_ptr<core::Generator> gen)
-    : checkpoint_(opt.checkpoint), gen_(gen) {
+    : checkpoint_(opt.checkpoint), reversible_(opt.reversible), gen_(gen) {
   TFM_CHECK(n_layers > 0, "transformer: n_layers must be positive, got ", n_layers);
+  TFM_CHECK(!opt.reversible || (opt.prenorm && !cross_attention),
+            "transformer: model.reversible needs pre-norm blocks (model.norm_placement = pre) without cross-attention");
   layers = register_module("layers", std::make_shared<ModuleList<TransformerBlock>>());
   for (int64_t i = 0; i < n_layers; ++i) {
     BlockOptions layer = opt;
@@ -74,6 +89,27 @@ Tensor TransformerStack::forward(const Tensor& x_in, const AttentionMask& self_m
             " self-attention caches, got ", self_caches ? self_caches->size() : 0);
   TFM_CHECK(!cross_caches || cross_caches->size() == layers->size(), "transformer: expected ", layers->size(),
             " cross-attention caches, got ", cross_caches ? cross_caches->size() : 0);
+  if (reversible_) {
+    TFM_CHECK(!memory.defined() && !cross_caches, "transformer: a reversible stack has no cross-attention");
+    Tensor y1 = x_in, y2 = x_in;
+    if (self_caches || !core::needs_grad({&x_in})) {
+      for (std::size_t i = 0; i < layers->size(); ++i) {
+        y1 = core::add(y1, (*layers)[i].attention_branch(y2, self_mask, self_caches ? &(*self_caches)[i] : nullptr));
+        y2 = core::add(y2, (*layers)[i].ffn_branch(y1));
+      }
+    } else {
+      std::vector<core::ReversibleLayer> rev;
+      for (std::size_t i = 0; i < layers->size(); ++i) {
+        const TransformerBlock* block = &(*layers)[i];
+        rev.push_back({[block, self_mask](const Tensor& h) { return block->attention_branch(h, self_mask); },
+                       [block](const Tensor& h) { return block->ffn_branch(h); }});
+      }
+      Tensor y = core::reversible_stack(rev, x_in, x_in, {gen_.get()});
+      y1 = y.slice(0, 0, 1).squeeze(0);
+      y2 = y.slice(0, 1, 2).squeeze(0);
+    }
+    return final_norm->forward(core::mul(core::add(y1, y2), 0.5f));
+  }
   Tensor x = x_in;
   for (std::size_t i = 0; i < layers->size(); ++i) {
     KVCache* sc = self_caches ? &(*self_caches)[i] : nullptr;

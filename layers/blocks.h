@@ -32,6 +32,10 @@ struct BlockOptions {
   // Recompute each block's forward in backward instead of keeping its
   // activations (core/checkpoint.h); only the block inputs are stored.
   bool checkpoint = false;
+  int64_t ff_chunks = 1;    // FeedForward chunks along the sequence (layers/basic.h)
+  // Reversible residual layers (pre-norm, no cross-attention): the stack runs
+  // as core::reversible_stack with F = attention branch, G = feed-forward branch.
+  bool reversible = false;
 };
 
 // BlockOptions from a model config (GPTConfig, Seq2SeqConfig): both carry
@@ -67,6 +71,12 @@ class TransformerBlock : public Module {
   std::shared_ptr<Norm> attn_norm, cross_norm, ffn_norm;
   std::shared_ptr<FeedForward> ffn;
 
+  // The residual branches of a pre-norm block without cross-attention:
+  // drop(self_attn(attn_norm(x))) and drop(ffn(ffn_norm(x))); forward is
+  // x + a, then + f. The reversible stack uses them as its F and G.
+  Tensor attention_branch(const Tensor& x, const AttentionMask& self_mask, KVCache* self_cache = nullptr) const;
+  Tensor ffn_branch(const Tensor& x) const;
+
  private:
   // Applies one residual sublayer with the configured norm placement.
   template <class F>
@@ -80,6 +90,12 @@ class TransformerBlock : public Module {
 // (no KV caches): its inputs x (and memory, whose gradient flows back to the
 // encoder) are kept, and the block is recomputed in backward with the
 // dropout stream of `gen` replayed, giving the same gradients.
+// With opt.reversible (pre-norm, self-attention only): x is duplicated into
+// two streams X1 = X2 = x, layer i computes Y1 = X1 + attention_branch(X2),
+// Y2 = X2 + ffn_branch(Y1) (core/reversible.h: one node for the whole stack
+// when recording, replaying `gen`), and the two streams are averaged,
+// (Y1 + Y2) / 2, before the final norm. With KV caches or grad mode off the
+// same two-stream computation runs directly.
 class TransformerStack : public Module {
  public:
   TransformerStack(const BlockOptions& opt, int64_t n_layers, bool cross_attention,
@@ -91,7 +107,7 @@ class TransformerStack : public Module {
   std::shared_ptr<Norm> final_norm;  // null for post-norm
 
  private:
-  bool checkpoint_;
+  bool checkpoint_, reversible_;
   std::shared_ptr<core::Generator> gen_;
 };
 

@@ -21,6 +21,11 @@ void validate(const GPTConfig& c) {
             "gpt: rotary positions need an even head dim, got ", c.d_model / c.n_heads);
   TFM_CHECK(c.positions != PositionKind::sinusoidal || c.d_model % 2 == 0,
             "gpt: sinusoidal positions need an even d_model, got ", c.d_model);
+  TFM_CHECK(c.ff_chunks >= 1, "gpt: ff_chunks must be >= 1, got ", c.ff_chunks);
+  TFM_CHECK(!c.reversible || c.prenorm, "gpt: reversible layers need pre-norm blocks (model.norm_placement = pre)");
+  TFM_CHECK(!c.reversible || !c.checkpoint_activations,
+            "gpt: model.reversible and model.checkpoint_activations exclude each other (reversible layers keep no "
+            "block activations to checkpoint)");
   AttentionFeatures needed;
   needed.causal = true;
   for (const std::string& name : attention_backends_used(c.attention, c.attention_pattern))
@@ -40,6 +45,8 @@ GPT::GPT(const GPTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared
   drop_ = register_module("dropout", std::make_shared<Dropout>(cfg_.dropout, gen_));
   BlockOptions b = block_options(cfg_, rope_);
   b.fused_qkv = cfg_.fused_qkv;
+  b.reversible = cfg_.reversible;
+  b.ff_chunks = cfg_.ff_chunks;
   blocks = register_module("decoder", std::make_shared<TransformerStack>(b, cfg_.n_layers, false, gen_));
   if (!cfg_.tie_embeddings)
     lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.d_model, cfg_.vocab_size, false));

@@ -36,6 +36,11 @@ struct GPTConfig {
   AttentionBackendOptions attention_options;
   std::vector<std::string> attention_pattern;  // per-layer backends, repeated over the layers; empty: attention
   bool checkpoint_activations = false;  // recompute block activations in backward (less memory)
+  // Reversible residual layers (TransformerStack, core/reversible.h): the
+  // embedding feeds both streams, which are averaged before final_norm.
+  // Needs prenorm; excludes checkpoint_activations (nothing left to save).
+  bool reversible = false;
+  int64_t ff_chunks = 1;  // FeedForward slices along the sequence (>= 1)
 };
 
 class GPT : public Module {

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/parallel.h"
+#include "core/reversible.h"
 #include "layers/chunked_attention.h"
 
 namespace tfm::layers {
@@ -335,6 +336,35 @@ Tensor lsh_attention_probabilities(const Tensor& qk, const core::AttentionMask& 
   return P;
 }
 
+namespace {
+
+// lsh_attention inside a reversible stack's tape scope (core/reversible.h):
+// the forward records its hashing and the generator position after the
+// rotations; the recomputation attends with them instead of re-hashing the
+// reconstructed input (which may differ in the last bits and flip a bucket).
+Tensor lsh_taped_attention(const Tensor& qk, const Tensor& v, const core::AttentionMask& mask, float scale,
+                           float dropout_p, core::Generator& gen, const LshOptions& opt) {
+  if (core::tape_replaying()) {
+    const auto* saved = std::any_cast<LshTapeEntry>(&core::tape_replay());
+    TFM_CHECK(saved && saved->hashing.length == qk.size(2),
+              "lsh attention: the recomputation does not match the hashing its forward recorded");
+    gen.set_state(saved->after_rotations);
+    return lsh_attention_hashed(qk, v, mask, scale, saved->hashing, dropout_p, &gen);
+  }
+  check_qk_v(qk, v, mask);
+  const int64_t Tp = lsh_padded_length(qk.size(2), opt.chunk_length);
+  const std::vector<int64_t> factors = lsh_bucket_factors(opt, Tp);
+  LshTapeEntry entry;
+  const Tensor rotations = lsh_random_rotations(qk.size(1), qk.size(3), opt.n_hashes, factors, gen);
+  entry.after_rotations = gen.state();
+  entry.hashing = lsh_hash(qk, mask, opt.chunk_length, rotations, factors);
+  Tensor out = lsh_attention_hashed(qk, v, mask, scale, entry.hashing, dropout_p, &gen);
+  core::tape_record(std::move(entry));
+  return out;
+}
+
+}  // namespace
+
 Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, const core::AttentionMask& mask,
                           float scale, float dropout_p, bool training, core::Generator& gen, const LshOptions& opt,
                           Tensor* probabilities) {
@@ -353,6 +383,7 @@ Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, con
     same = core::max(core::abs(core::sub(q, k))).item() == 0.0f;
   }
   TFM_CHECK(same, "lsh attention needs the shared query/key projection (q and k must hold the same values)");
+  if (core::tape_active()) return lsh_taped_attention(q, v, mask, scale, training ? dropout_p : 0.0f, gen, opt);
   if (!probabilities) return lsh_attention(q, v, mask, scale, opt, gen, nullptr, training ? dropout_p : 0.0f);
   LshHashing hashing;
   Tensor out = lsh_attention(q, v, mask, scale, opt, gen, &hashing, training ? dropout_p : 0.0f);

@@ -154,6 +154,12 @@ Tensor lsh_attention_probabilities(const Tensor& qk, const core::AttentionMask& 
 // and mask from gen) when the call covers the whole sequence (q_offset = 0,
 // Tq = Tk), else the generation fallback shared_qk_attention over the
 // cached qk (no dropout).
+//
+// Recomputation hook (core/reversible.h): inside a recording tape scope the
+// adapter records an LshTapeEntry (the hashing and the generator position
+// after the rotations); inside a replaying scope it attends with the
+// recorded hashing (lsh_attention_hashed, dropout from the same counters)
+// instead of hashing the reconstructed input again.
 // When `probabilities` is non-null it receives the weights applied, [B, H,
 // Tq, Tk] (lsh_attention_probabilities of the hashing drawn, or
 // shared_qk_probabilities on the fallback), before dropout.
@@ -171,5 +177,11 @@ Tensor lsh_backend_attend(const Tensor& q, const Tensor& k, const Tensor& v, con
 // come from AttentionArgs::gen (required). The probe gets the dense
 // reconstruction (zero where a pair was not computed).
 AttentionBackendInfo lsh_attention_backend();
+
+// What lsh_backend_attend keeps on a reversible stack's tape.
+struct LshTapeEntry {
+  LshHashing hashing;
+  core::RngState after_rotations;
+};
 
 }  // namespace tfm::layers

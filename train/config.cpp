@@ -95,6 +95,13 @@ std::vector<KeySpec> make_schema() {
       key("model.fused_qkv", V::boolean, "true", "gpt: one fused q/k/v projection"),
       key("model.checkpoint_activations", V::boolean, "false",
           "recompute each block's forward in backward instead of storing its activations (less memory, ~1/3 more compute)"),
+      key("model.reversible", V::boolean, "false",
+          "gpt: reversible residual layers (two streams, inputs rebuilt from outputs in backward: activation memory "
+          "of one layer whatever the depth; needs pre-norm)"),
+      key("model.ff_chunks", V::integer, "1",
+          "gpt: run the feed-forward on this many slices of the sequence, forward and backward (same result, "
+          "about N times less feed-forward activation memory)",
+          1, 1 << 20),
       // ---- data
       key("data.path", V::string, "", "UTF-8 text file (gpt) or TSV of source<TAB>target (seq2seq): the training data"),
       key("data.valid_path", V::string, "",

@@ -37,6 +37,8 @@ layers::GPTConfig gpt_config(const Config& cfg, int64_t vocab_size) {
   g.n_layers = cfg.get_int("model.n_layers");
   g.tie_embeddings = cfg.get_bool("model.tie_embeddings");
   g.fused_qkv = cfg.get_bool("model.fused_qkv");
+  g.reversible = cfg.get_bool("model.reversible");
+  g.ff_chunks = cfg.get_int("model.ff_chunks");
   return g;
 }
 
