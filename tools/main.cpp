@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "tools/tools_cli.h"
+#include "train/signals.h"
 
 namespace {
 // libgomp's default wait policy spins idle threads for a while after each
@@ -18,11 +19,14 @@ namespace {
 void default_to_passive_omp_wait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  tfm::train::prepare_exec();  // a signal that already arrived is delivered to the new image
   execv("/proc/self/exe", argv);  // returns only on failure: carry on with the default policy
+  tfm::train::install_stop_handlers();  // and unblock the signals prepare_exec() blocked
 }
 }  // namespace
 
 int main(int argc, char** argv) {
+  tfm::train::install_stop_handlers();  // first: SIGINT/SIGTERM only set the stop flag from here on
   default_to_passive_omp_wait(argv);
   CLI::App app{"tfm: train and use Transformer models on CPUs"};
   app.require_subcommand(1);
@@ -32,6 +36,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (!app.got_subcommand("train")) tfm::train::release_stop_handlers();  // Ctrl-C stops other commands at once
   try {
     return tfm::train::run_command(*commands, std::cin, std::cout);
   } catch (const std::exception& e) {  // tfm::Error and anything else: one line, status 1

@@ -8,6 +8,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "data/bleu.h"
+#include "train/signals.h"
 #include "data/tokenizer.h"
 #include "data/translation.h"
 #include "layers/decode.h"
@@ -115,11 +116,12 @@ class TranslationTask final : public Task {
     model_->eval();
     double total = 0, tokens = 0;
     for (const auto& b : valid_batches_) {
+      if (stop_requested()) break;  // a signal stops it (the trainer discards the result)
       total += model_->loss(b.src, b.tgt_in, b.tgt_out, 0.0f).item() * static_cast<double>(b.tgt_tokens);
       tokens += static_cast<double>(b.tgt_tokens);
     }
-    std::map<std::string, double> out{{"val_loss", total / tokens}};
-    if (eval_bleu_) out["val_bleu"] = bleu(std::min<int64_t>(bleu_sentences_, static_cast<int64_t>(valid_pairs_.size())));
+    std::map<std::string, double> out{{"val_loss", tokens > 0 ? total / tokens : 0.0}};
+    if (eval_bleu_ && !stop_requested()) out["val_bleu"] = bleu(std::min<int64_t>(bleu_sentences_, static_cast<int64_t>(valid_pairs_.size())));
     model_->train();
     return out;
   }
@@ -157,14 +159,14 @@ class TranslationTask final : public Task {
     opt.eos = ids_.eos;
     std::vector<std::string> hyps, refs;
     constexpr int64_t kBatch = 64;
-    for (int64_t start = 0; start < n; start += kBatch) {
+    for (int64_t start = 0; start < n && !stop_requested(); start += kBatch) {
       std::vector<int64_t> idx;
       for (int64_t i = start; i < std::min(n, start + kBatch); ++i) idx.push_back(i);
       const data::TranslationBatch b = data::make_batch(valid_examples_, idx, ids_);
       for (const auto& ids : layers::translate(*model_, b.src, opt)) hyps.push_back(tok_.tgt->decode(ids));
       for (int64_t i : idx) refs.push_back(valid_pairs_[static_cast<std::size_t>(i)].tgt);
     }
-    return data::corpus_bleu(hyps, refs).score;
+    return hyps.empty() ? 0.0 : data::corpus_bleu(hyps, refs).score;
   }
 
   int64_t batch_tokens_;
