@@ -65,6 +65,18 @@ inline int wait_for(pid_t pid, double seconds) {
   return -1;
 }
 
+// Kills (SIGKILL) and reaps a child that is still running when the test
+// leaves the scope, e.g. after a failed REQUIRE.
+struct ChildGuard {
+  pid_t pid;
+  ~ChildGuard() {
+    if (pid > 0 && waitpid(pid, nullptr, WNOHANG) == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
 inline bool exited_with(int status, int code) { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == code; }
 
 // Files in `dir` whose name says they are temporaries (".tmp").

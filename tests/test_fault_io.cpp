@@ -191,6 +191,7 @@ TEST_CASE("a reader racing a process that keeps replacing the checkpoint always 
     const CheckpointData a = make_data(64 * 1024, 2.0f), b = make_data(64 * 1024, 3.0f);
     for (int i = 0;; ++i) save_checkpoint(last, i % 2 ? a : b);
   }
+  tfm::test::ChildGuard guard{pid};
   int loaded = 0;
   for (int i = 0; i < 40; ++i) {
     const CheckpointData d = load_checkpoint(last);  // throws (fails the test) if a concurrent save is not handled

@@ -111,6 +111,7 @@ TEST_CASE("SIGINT during a long evaluation stops within seconds with a checkpoin
       {"train", cfg, "--set", "model.d_model=64", "--set", "data.valid_fraction=0.5", "--set", "train.eval_every=3", "--set",
        "train.eval_steps=1000000000", "--set", "train.batch_size=32", "--set", "train.checkpoint_every=0"},
       log);
+  tfm::test::ChildGuard guard{pid};
   REQUIRE(wait_for_text(out / "train.log", "step      2/", 60));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // inside the evaluation at step 3
   const auto t0 = std::chrono::steady_clock::now();
@@ -132,6 +133,7 @@ TEST_CASE("a signal right after start-up is kept and gives a checkpoint at step 
   const std::string log = dir.file("out.txt");
   // Without OMP_WAIT_POLICY tfm re-executes itself: the signal must survive that too.
   const pid_t pid = tfm::test::spawn_tfm({"train", write_config(dir.path, out)}, log, /*unset_omp=*/true);
+  tfm::test::ChildGuard guard{pid};
   // Send SIGINT the moment the process catches it (SigCgt bit 2), long before the trainer starts.
   bool caught = false;
   for (int i = 0; i < 4000 && !caught; ++i) {
@@ -160,6 +162,7 @@ TEST_CASE("a second tfm train into a busy run directory is refused naming the fi
   const fs::path out = dir.path / "run";
   const std::string cfg = write_config(dir.path, out);
   const pid_t first = tfm::test::spawn_tfm({"train", cfg}, dir.file("first.txt"));
+  tfm::test::ChildGuard guard{first};
   REQUIRE(wait_for_text(out / "train.log", "step      2/", 60));
   // A new run and a resume are both refused while the first one trains.
   for (const std::vector<std::string>& args : {std::vector<std::string>{"train", cfg},
