@@ -132,7 +132,8 @@ TEST_CASE("SIGKILL at random points of save_checkpoint never breaks the previous
     const float v = first_value(last);  // loadable: the old file or a whole new one
     CHECK((v == 1.0f || (v >= 2.0f && v <= 2.0f + static_cast<float>(trial))));
   }
-  INFO("trials that left a temporary file: " << killed_with_temp);
+  // Most kills land inside a save (the temporary exists from its first to its last system call).
+  CHECK(killed_with_temp > 0);
   // The next start (holding the run lock) removes what the killed saves left.
   RunLock lock(dir.path.string());
   remove_stale_temp_files(dir.path.string());
