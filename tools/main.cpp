@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "tools/tools_cli.h"
+#include "train/signals.h"
 
 namespace {
 // libgomp's default wait policy spins idle threads for a while after each
@@ -16,11 +17,14 @@ namespace {
 void default_to_passive_omp_wait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  tfm::train::prepare_exec();  // a signal that already arrived is delivered to the new image
   execv("/proc/self/exe", argv);  // returns only on failure: carry on with the default policy
+  tfm::train::install_stop_handlers();  // and unblock the signals prepare_exec() blocked
 }
 }  // namespace
 
 int main(int argc, char** argv) {
+  tfm::train::install_stop_handlers();  // first: SIGINT/SIGTERM only set the stop flag from here on
   default_to_passive_omp_wait(argv);
   return tfm::train::parse_and_run(argc, argv, std::cin, std::cout, std::cerr);
 }

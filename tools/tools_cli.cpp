@@ -13,6 +13,7 @@
 #include "tools/inspect.h"
 #include "tools/plot.h"
 #include "train/config.h"
+#include "train/signals.h"
 #include "train/trainer.h"
 
 namespace tfm::train {
@@ -165,6 +166,7 @@ int parse_and_run(int argc, const char* const* argv, std::istream& in, std::ostr
     err << "tfm: error: " << msg << "\n";
     return 1;
   }
+  if (!app.got_subcommand("train")) release_stop_handlers();  // Ctrl-C stops other commands at once
   try {
     return run_command(*commands, in, out);
   } catch (const std::exception& e) {  // tfm::Error and anything else: one line, status 1

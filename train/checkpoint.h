@@ -12,7 +12,10 @@
 //
 // Saving writes a temporary file in the same directory, flushes it to disk
 // and renames it over the target, so a crash at any moment leaves either
-// the old or the new file intact. Loading checks the format name and
+// the old or the new file intact. HDF5 builds the file in memory and only
+// checked POSIX writes touch the disk, so a full disk is an error naming
+// the file ("No space left on device"), never a crash, and the temporary
+// is removed. Loading checks the format name and
 // version and every dataset's shape before allocating, and reports any
 // problem as tfm::Error naming the file and what is wrong.
 #pragma once

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -313,7 +314,18 @@ Handle open_hdf5(const Hdf5Context& c) {
 
 }  // namespace
 
-CheckpointData load_checkpoint(const std::string& path) {
+namespace {
+
+// What identifies the file now at `path` (device, inode, size, mtime); all
+// zero when it cannot be stat'ed.
+std::array<int64_t, 5> file_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {static_cast<int64_t>(st.st_dev), static_cast<int64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
+          static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec)};
+}
+
+CheckpointData load_checkpoint_once(const std::string& path) {
   quiet_hdf5();
   Hdf5Context c{path, 0};
   unsigned char head[kUserBlock + 8] = {};
@@ -451,6 +463,21 @@ CheckpointData load_checkpoint(const std::string& path) {
   root.reset();
   if (file.close() < 0) c.fail_h5("cannot close the file");
   return data;
+}
+
+}  // namespace
+
+CheckpointData load_checkpoint(const std::string& path) {
+  const auto before = file_identity(path);
+  try {
+    return load_checkpoint_once(path);
+  } catch (const Error&) {
+    // A training run saving into the same directory renames a new file over
+    // the path (and retires old numbered ones) while we read: when the file
+    // at the path is no longer the one we started with, read it once more.
+    if (file_identity(path) == before) throw;
+  }
+  return load_checkpoint_once(path);
 }
 
 bool is_checkpoint(const std::string& path) {

@@ -1,9 +1,13 @@
 // Writing checkpoints (layout in checkpoint.h, details in
 // docs/checkpoint-format.md): HDF5 into a temporary file next to the target,
 // the integrity header into its user block, fsync, rename over the target.
+#include <fcntl.h>
 #include <hdf5.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -12,6 +16,7 @@
 #include "train/checkpoint_integrity.h"
 #include "train/hdf5_raii.h"
 #include "train/posix_file.h"
+#include "train/xxhash64.h"
 
 namespace tfm::train {
 namespace {
@@ -213,14 +218,45 @@ void save_checkpoint(const std::string& path, const CheckpointData& data) {
   AtomicReplace file(path);  // the temporary next to the target, removed unless committed
   const std::string& tmp = file.temp_path();
 
+  // HDF5 builds the file in memory (the core driver, no backing store) and
+  // this code writes it out with checked POSIX calls. HDF5 never touches
+  // the disk, so a full disk or any I/O error is an errno here, every HDF5
+  // handle closes cleanly on every path, and no half-closed HDF5 file is
+  // left for the library's exit-time cleanup (which crashed when HDF5 hit
+  // ENOSPC writing the file itself).
   {
     Handle fcpl = c.id(H5Pcreate(H5P_FILE_CREATE), H5Pclose, "cannot create a file creation property list");
     c.ok(H5Pset_userblock(fcpl.get(), kUserBlock), "cannot set the user block size");
     Handle fapl = file_access_plist(c);
+    c.ok(H5Pset_fapl_core(fapl.get(), std::size_t{4} << 20, /*backing_store=*/0), "cannot select the in-memory driver");
     Handle h5 = c.id(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), H5Fclose,
                      "cannot create HDF5 file '" + tmp + "'");
     write_contents(c, h5.get(), data);
     c.ok(H5Fflush(h5.get(), H5F_SCOPE_LOCAL), "cannot flush '" + tmp + "'");
+    // The core driver's buffer is the whole file from byte 0 (user block
+    // included); its length is the superblock's end-of-file address (version
+    // 2/3 superblock at the user block's end, EOF field at offset 28), which
+    // must equal the image HDF5 reports (user block excluded) plus the user block.
+    // (H5Fget_file_image itself is not used: with a user block it corrupts
+    // the superblock of its copy in HDF5 1.10.)
+    void* vfd = nullptr;
+    hsize_t buffer_len = 0;
+    if (H5Fget_vfd_handle(h5.get(), H5P_DEFAULT, &vfd) < 0 || !vfd || H5Fget_filesize(h5.get(), &buffer_len) < 0)
+      c.fail_h5("cannot reach the in-memory file");
+    const unsigned char* mem = *static_cast<unsigned char**>(vfd);
+    const ssize_t image = H5Fget_file_image(h5.get(), nullptr, 0);
+    if (!mem || buffer_len < kUserBlock + 48 || std::memcmp(mem + kUserBlock, kHdf5Signature, 8) != 0 ||
+        (mem[kUserBlock + 8] != 2 && mem[kUserBlock + 8] != 3))
+      c.fail("unexpected in-memory HDF5 layout (superblock not found after the user block)");
+    const uint64_t size = load_le64(mem + kUserBlock + 28);
+    if (image < 0 || size != static_cast<uint64_t>(image) + kUserBlock || size > buffer_len)
+      c.fail("unexpected in-memory HDF5 layout (end of file " + std::to_string(size) + ", image " +
+             std::to_string(image) + ")");
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+    if (fd.get() < 0) c.fail("cannot open temporary file '" + tmp + "': " + errno_text(errno));
+    if (!write_full(fd.get(), mem, static_cast<std::size_t>(size)))
+      c.fail("cannot write temporary file '" + tmp + "': " + errno_text(errno));
+    if (const int err = fd.close()) c.fail("cannot write temporary file '" + tmp + "': " + errno_text(err));
     if (h5.close() < 0) c.fail_h5("cannot close '" + tmp + "'");
   }
   write_integrity_header(c, tmp);

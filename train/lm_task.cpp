@@ -1,6 +1,7 @@
 // The language-modelling task: a GPT on a UTF-8 text file, character
 // tokenizer, nanoGPT split (first 1 − valid_fraction of the characters
 // train, the rest validate), random or epoch windows.
+#include <algorithm>
 #include <limits>
 #include <sstream>
 
@@ -12,6 +13,7 @@
 #include "data/tokenizer.h"
 #include "layers/gpt.h"
 #include "train/model_io.h"
+#include "train/signals.h"
 #include "train/task.h"
 #include "train/task_data.h"
 
@@ -47,6 +49,14 @@ class LMTask final : public Task {
     valid_ = std::make_unique<data::LMStream>(tokenizer_->encode(valid_cps), block, data::Sampling::random);
     train_chars_ = static_cast<int64_t>(train_cps.size());
     valid_chars_ = static_cast<int64_t>(valid_cps.size());
+    // More batches than it takes to cover the split once only repeat windows
+    // (and can make one evaluation run for hours): clamp, and say so.
+    const int64_t distinct = std::max<int64_t>(1, (valid_->windows() + batch_ - 1) / batch_);
+    if (eval_steps_ > distinct) {
+      eval_steps_note_ = "; train.eval_steps = " + std::to_string(eval_steps_) + " clamped to " +
+                         std::to_string(distinct) + ", the validation batches that cover the split once";
+      eval_steps_ = distinct;
+    }
     model_ = std::make_unique<layers::GPT>(gpt_config(cfg, tokenizer_->vocab_size()),
                                            static_cast<uint64_t>(cfg.get_int("train.seed")));
   }
@@ -63,12 +73,13 @@ class LMTask final : public Task {
     core::NoGradGuard no_grad;
     model_->eval();
     double total = 0;
-    for (int64_t k = 0; k < eval_steps_; ++k) {
-      const data::LMBatch b = valid_->fixed(k, batch_);
+    int64_t done = 0;
+    for (; done < eval_steps_ && !stop_requested(); ++done) {  // a signal stops it (the trainer discards the result)
+      const data::LMBatch b = valid_->fixed(done, batch_);
       total += model_->loss(b.inputs, b.targets).item();
     }
     model_->train();
-    return {{"val_loss", total / static_cast<double>(eval_steps_)}};
+    return {{"val_loss", done ? total / static_cast<double>(done) : 0.0}};
   }
 
   void save_state(CheckpointData& out) const override {
@@ -91,7 +102,7 @@ class LMTask final : public Task {
     std::ostringstream os;
     os << "data: " << path_ << " (" << train_chars_ << " train / " << valid_chars_
        << " valid characters, vocabulary " << tokenizer_->vocab_size() << "), model: gpt, "
-       << model_->num_parameters() << " parameters";
+       << model_->num_parameters() << " parameters" << eval_steps_note_;
     if (crlf_) os << "\n  " << path_ << ": " << crlf_ << " CRLF line ends read as LF";
     return os.str();
   }
@@ -99,6 +110,7 @@ class LMTask final : public Task {
  private:
   int64_t crlf_ = 0;  // CRLF line ends turned into LF
   int64_t batch_, eval_steps_;
+  std::string eval_steps_note_;
   float label_smoothing_;  // training loss only; validation loss is unsmoothed
   core::Generator data_gen_;
   std::string path_;

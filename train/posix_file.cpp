@@ -112,8 +112,21 @@ void link_file_atomic(const std::string& target, const std::string& link) {
   std::error_code ec;
   fs::remove(tmp, ec);
   fs::create_hard_link(target, tmp, ec);
-  if (ec) fs::copy_file(target, tmp, fs::copy_options::overwrite_existing);
-  fs::rename(tmp, l);
+  if (ec) {
+    ec.clear();
+    fs::copy_file(target, tmp, fs::copy_options::overwrite_existing, ec);
+    if (ec) {
+      std::error_code ignored;
+      fs::remove(tmp, ignored);
+      detail::throw_error(link, ": cannot point it at ", target, " (", ec.message(), ")");
+    }
+  }
+  fs::rename(tmp, l, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    detail::throw_error(link, ": cannot point it at ", target, " (", ec.message(), ")");
+  }
 }
 
 }  // namespace tfm::train

@@ -1,12 +1,9 @@
 #include "trainer.h"
 
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -29,6 +26,9 @@
 #include "train/loaded_model.h"
 #include "train/model_io.h"
 #include "train/posix_file.h"
+#include "train/run_files.h"
+#include "train/run_lock.h"
+#include "train/signals.h"
 #include "train/task.h"
 
 #ifndef TFM_VERSION
@@ -48,32 +48,6 @@ int64_t resident_bytes() {
   if (!(in >> pages_total >> pages_resident)) return 0;
   return pages_resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
-
-std::atomic<int> g_signal{0};
-extern "C" void on_signal(int sig) { g_signal.store(sig); }
-
-// Installs SIGINT/SIGTERM handlers for the lifetime of a run. SA_RESETHAND:
-// a second signal takes the default action (the checkpoint on disk is
-// always whole, so stopping hard is safe).
-class SignalScope {
- public:
-  SignalScope() {
-    g_signal.store(0);
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
-  }
-  ~SignalScope() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-
- private:
-  struct sigaction old_int_ {}, old_term_ {};
-};
 
 std::string now_iso() {
   const std::time_t t = std::time(nullptr);
@@ -118,6 +92,8 @@ struct Run {
   Config cfg;
   LoopSettings loop;
   fs::path out_dir;
+  RunLock lock;                          // held for the whole run (one writer per directory)
+  std::unique_ptr<RunLogger> log_file;   // train.log, checked after every step
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<Task> task;
   std::unique_ptr<optim::Optimizer> opt;
@@ -167,9 +143,8 @@ bool higher_is_better(const std::string& metric) { return metric != "val_loss"; 
 
 void append_metrics(Run& r, const nlohmann::json& j) {
   const std::string line = j.dump() + "\n";
+  append_line_checked((r.out_dir / "metrics.jsonl").string(), line);
   r.metrics += line;
-  std::ofstream out(r.out_dir / "metrics.jsonl", std::ios::app);
-  out << line;
 }
 
 CheckpointData snapshot(const Run& r) {
@@ -215,17 +190,11 @@ void save(Run& r, bool is_best) {
     if (f.rfind("ckpt_", 0) == 0 && f.ends_with(".h5")) numbered_files.push_back(e.path());
   }
   std::sort(numbered_files.begin(), numbered_files.end());
-  for (std::size_t i = 0; i + static_cast<std::size_t>(keep) < numbered_files.size(); ++i) fs::remove(numbered_files[i]);
-}
-
-std::shared_ptr<spdlog::logger> make_logger(const fs::path& out_dir, bool quiet) {
-  std::vector<spdlog::sink_ptr> sinks;
-  if (!quiet) sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
-  sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>((out_dir / "train.log").string(), false));
-  auto log = std::make_shared<spdlog::logger>("tfm", sinks.begin(), sinks.end());
-  log->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
-  log->flush_on(spdlog::level::info);
-  return log;
+  for (std::size_t i = 0; i + static_cast<std::size_t>(keep) < numbered_files.size(); ++i) {
+    std::error_code ec;
+    fs::remove(numbered_files[i], ec);
+    TFM_CHECK(!ec, numbered_files[i].string(), ": cannot remove an old checkpoint (train.keep_last): ", ec.message());
+  }
 }
 
 std::string fmt_duration(double s) {
@@ -282,6 +251,13 @@ Config resolve_config(const TrainArgs& args, const Resume& resume) {
   return cfg;
 }
 
+// A new run refuses a directory that already holds one.
+void check_new_run_dir(const fs::path& out_dir, const Resume& resume) {
+  TFM_CHECK(resume.active() || !fs::exists(out_dir / "last.h5"), "train.out_dir: ", out_dir.string(),
+            " already holds a run (last.h5). Continue it with `tfm train --resume ", out_dir.string(),
+            "`, or choose another train.out_dir (--set train.out_dir=...), or remove it");
+}
+
 // Settings, schedule, task (data, tokenizers, model) and optimizer.
 void setup(Run& r, const Resume& resume) {
   const Config& c = r.cfg;
@@ -291,9 +267,10 @@ void setup(Run& r, const Resume& resume) {
             c.get_bool("train.skip_nonfinite")};
   r.schedule = make_schedule(c);
   r.out_dir = c.get_string("train.out_dir");
-  TFM_CHECK(resume.active() || !fs::exists(r.out_dir / "last.h5"), "train.out_dir: ", r.out_dir.string(),
-            " already holds a run (last.h5). Continue it with `tfm train --resume ", r.out_dir.string(),
-            "`, or choose another train.out_dir (--set train.out_dir=...), or remove it");
+  // An existing directory is locked now, so a second writer hears about the
+  // first one (and its PID) before anything else; a new one in open_run_dir().
+  if (fs::is_directory(r.out_dir)) r.lock = RunLock(r.out_dir.string());
+  check_new_run_dir(r.out_dir, resume);
   if (c.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(c.get_int("train.threads")));
   r.best_metric = c.get_string("train.best_metric");
   r.data_fingerprint = data_fingerprint(c);
@@ -340,17 +317,25 @@ void restore(Run& r, const Resume& resume) {
   r.elapsed_before = resumed_elapsed(resume);
 }
 
-// The run directory: config.yaml, metrics.jsonl (a resumed run continues
-// from its checkpoint's history) and the logger writing train.log.
-void open_run_dir(Run& r, bool quiet) {
+// The run directory, locked for this process: stale temporaries removed,
+// config.yaml, metrics.jsonl (a resumed run continues from its checkpoint's
+// history) and the logger writing train.log.
+void open_run_dir(Run& r, const Resume& resume, bool quiet) {
   std::error_code ec;
   fs::create_directories(r.out_dir, ec);
   TFM_CHECK(!ec && fs::is_directory(r.out_dir), "train.out_dir: cannot create ", r.out_dir.string(), " (",
             ec.message(), ")");
+  if (!r.lock.held()) r.lock = RunLock(r.out_dir.string());
+  // Checked again under the lock: another new run may have started since setup().
+  check_new_run_dir(r.out_dir, resume);
+  const std::vector<std::string> stale = remove_stale_temp_files(r.out_dir.string());
   write_file_atomic((r.out_dir / "config.yaml").string(), r.cfg.to_yaml());
   write_file_atomic((r.out_dir / "metrics.jsonl").string(), r.metrics);
-  r.log = make_logger(r.out_dir, quiet);
+  r.log_file = std::make_unique<RunLogger>((r.out_dir / "train.log").string(), quiet);
+  r.log = r.log_file->logger();
   r.tty = !quiet && isatty(STDERR_FILENO);
+  for (const std::string& f : stale)
+    r.log->info("removed {}: a temporary file left by an interrupted save", (r.out_dir / f).string());
 }
 
 void announce(const Run& r, const Resume& resume) {
@@ -405,7 +390,13 @@ int stop_nonfinite(const Run& r, const StepResult& s) {
 // Validation metrics into `row`; returns whether they set a new best. The
 // text for the log line goes to `text`.
 bool evaluate(Run& r, nlohmann::json& row, std::string& text) {
-  for (const auto& [name, value] : r.task->evaluate()) {
+  const std::map<std::string, double> metrics = r.task->evaluate();  // returns early on a stop request
+  if (stop_requested()) {
+    r.log->info("step {}: evaluation interrupted by signal {}; its partial results are discarded", r.step,
+                stop_signal());
+    return false;
+  }
+  for (const auto& [name, value] : metrics) {
     row[name] = value;
     text += fmt::format(" | {} {:.4f}", name == "val_loss" ? "val" : name, value);
   }
@@ -485,6 +476,7 @@ bool report_and_checkpoint(Run& r, const StepResult& s, Window& w) {
 int stop_on_signal(Run& r, int sig, bool saved) {
   if (r.tty) std::fprintf(stderr, "\r\033[K");
   if (!saved) save(r, false);
+  r.log_file->check();
   r.log->info("interrupted by signal {} after step {}; checkpoint saved to {}. Resume with: tfm train --resume {}", sig,
               r.step, r.last_checkpoint, r.out_dir.string());
   return 0;
@@ -509,26 +501,29 @@ std::string resolve_checkpoint(const std::string& path) {
 }
 
 int run_train(const TrainArgs& args) {
+  StopSignalScope signals;  // a signal from here on asks the loop to stop (tfm installs it in main already)
   Run r;
   const Resume resume = find_resume(args);
   r.cfg = resolve_config(args, resume);  // everything is validated before anything is allocated or written
   setup(r, resume);
   if (resume.active()) restore(r, resume);
-  open_run_dir(r, args.quiet);
+  open_run_dir(r, resume, args.quiet);
   announce(r, resume);
+  r.log_file->check();
   if (r.step >= r.loop.max_steps) {
     r.log->info("nothing to do: step {} already reached train.max_steps = {}", r.step, r.loop.max_steps);
     return 0;
   }
-  SignalScope signals;
   r.start = std::chrono::steady_clock::now();
   Window window;
   core::reset_peak_memory();
+  bool saved = false;
   while (r.step < r.loop.max_steps) {
+    if (const int sig = stop_signal(); sig != 0) return stop_on_signal(r, sig, saved);  // also one during start-up
     const StepResult s = train_step(r, window);
     if (!s.finite && !r.loop.skip_nonfinite) return stop_nonfinite(r, s);
-    const bool saved = report_and_checkpoint(r, s, window);
-    if (const int sig = g_signal.load(); sig != 0) return stop_on_signal(r, sig, saved);
+    saved = report_and_checkpoint(r, s, window);
+    r.log_file->check();
   }
   finish(r);
   return 0;

@@ -6,8 +6,13 @@
 // logged or evaluated step in OUT_DIR/metrics.jsonl; checkpoints
 // (numbered, last.h5, best.h5) that resume the run exactly.
 //
-// SIGINT/SIGTERM finish the current step, write a checkpoint and return 0
-// with a message saying how to resume. A non-finite loss or gradient stops
+// SIGINT/SIGTERM finish the current step (or cut an evaluation short and
+// discard it), write a checkpoint and return 0 with a message saying how to
+// resume; a signal during start-up gives a checkpoint at the starting step.
+// The run holds an exclusive lock on OUT_DIR (run_lock.h) and refuses a
+// second writer naming its PID; temporaries of killed saves are removed at
+// start. A failed write to a checkpoint, train.log or metrics.jsonl (disk
+// full) throws tfm::Error naming the file and the reason. A non-finite loss or gradient stops
 // the run (status 3) naming the step, unless train.skip_nonfinite is set.
 #pragma once
 

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "data/bleu.h"
 #include "data/chrf.h"
+#include "train/signals.h"
 #include "data/tokenizer.h"
 #include "data/translation.h"
 #include "data/vocab_size.h"
@@ -147,11 +148,12 @@ class TranslationTask final : public Task {
     model_->eval();
     double total = 0, tokens = 0;
     for (const auto& b : valid_batches_) {
+      if (stop_requested()) break;  // a signal stops it (the trainer discards the result)
       total += model_->loss(b.src, b.tgt_in, b.tgt_out, 0.0f).item() * static_cast<double>(b.tgt_tokens);
       tokens += static_cast<double>(b.tgt_tokens);
     }
-    std::map<std::string, double> out{{"val_loss", total / tokens}};
-    if (eval_bleu_) {
+    std::map<std::string, double> out{{"val_loss", tokens > 0 ? total / tokens : 0.0}};
+    if (eval_bleu_ && !stop_requested()) {
       std::vector<std::string> hyps, refs;
       translate_valid(std::min<int64_t>(bleu_sentences_, static_cast<int64_t>(valid_pairs_.size())), hyps, refs);
       out["val_bleu"] = data::corpus_bleu(hyps, refs).score;
@@ -203,7 +205,7 @@ class TranslationTask final : public Task {
     opt.bos = ids_.bos;
     opt.eos = ids_.eos;
     constexpr int64_t kBatch = 64;
-    for (int64_t start = 0; start < n; start += kBatch) {
+    for (int64_t start = 0; start < n && !stop_requested(); start += kBatch) {
       std::vector<int64_t> idx;
       for (int64_t i = start; i < std::min(n, start + kBatch); ++i) idx.push_back(i);
       const data::TranslationBatch b = data::make_batch(valid_examples_, idx, ids_);
