@@ -22,23 +22,6 @@ struct CheckpointSaved {
   std::vector<RngState> rng_before, rng_after;
 };
 
-// Throws when the recomputed graph from `out` reaches a node recorded before
-// the recomputation started (a tensor with history that fn captured instead
-// of receiving it through its inputs).
-void check_subgraph_is_local(const Tensor& out, uint64_t first_sequence) {
-  if (!out.grad_fn()) return;
-  std::unordered_set<Node*> seen{out.grad_fn().get()};
-  std::vector<Node*> stack{out.grad_fn().get()};
-  while (!stack.empty()) {
-    Node* n = stack.back();
-    stack.pop_back();
-    TFM_CHECK(n->sequence >= first_sequence, "checkpoint: the function read a tensor with autograd history (from op '",
-              n->name(), "') that is not one of its inputs; pass every such tensor through `inputs`");
-    for (const Edge& e : n->next)
-      if (e.node && seen.insert(e.node.get()).second) stack.push_back(e.node.get());
-  }
-}
-
 // Recomputes fn with grad mode on and the captured random streams, then
 // back-propagates `grad_output` through that sub-graph: returns the inputs'
 // gradients and accumulates those of the leaves fn reads.
@@ -65,7 +48,8 @@ std::vector<Tensor> checkpoint_backward(CheckpointSaved& s, const Tensor& grad_o
                 " during the recomputation but to ", s.rng_after[g].offset,
                 " in the forward; the function must draw the same random numbers each time");
     }
-    check_subgraph_is_local(out, first_sequence);
+    check_subgraph_is_local(out, first_sequence, "checkpoint: the function read",
+                            "one of its inputs; pass every such tensor through `inputs`");
   }  // generators go back to where they were before the recomputation
   TFM_CHECK(out.defined() && out.shape() == grad_output.shape(), "checkpoint: the recomputed output has shape ",
             out.defined() ? shape_str(out.shape()) : "undefined", ", the forward gave ", shape_str(grad_output.shape()));
@@ -89,6 +73,21 @@ class CheckpointNode final : public Node {
 };
 
 }  // namespace
+
+void check_subgraph_is_local(const Tensor& out, uint64_t first_sequence, const char* who_read,
+                             const char* what_is_allowed) {
+  if (!out.grad_fn()) return;
+  std::unordered_set<Node*> seen{out.grad_fn().get()};
+  std::vector<Node*> stack{out.grad_fn().get()};
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    TFM_CHECK(n->sequence >= first_sequence, who_read, " a tensor with autograd history (from op '", n->name(),
+              "') that is not ", what_is_allowed);
+    for (const Edge& e : n->next)
+      if (e.node && seen.insert(e.node.get()).second) stack.push_back(e.node.get());
+  }
+}
 
 Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs, const std::vector<Generator*>& generators) {
   TFM_CHECK(static_cast<bool>(fn), "checkpoint: no function given");

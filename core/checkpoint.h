@@ -40,6 +40,15 @@
 
 namespace tfm::core {
 
+// For recomputation nodes (checkpoint, reversible_stack): throws
+// "<who_read> a tensor with autograd history (from op 'x') that is not
+// <what_is_allowed>" when the graph recorded from `out` reaches a node created
+// before `first_sequence` (next_node_sequence() when the recomputation
+// started), i.e. the recomputed function captured a tensor instead of
+// receiving it as an input.
+void check_subgraph_is_local(const Tensor& out, uint64_t first_sequence, const char* who_read,
+                             const char* what_is_allowed);
+
 using CheckpointFn = std::function<Tensor(const std::vector<Tensor>& inputs)>;
 
 Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs,

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "autograd.h"
+#include "checkpoint.h"
 #include "error.h"
 #include "ops.h"
 
@@ -31,22 +32,6 @@ std::vector<Generator*> distinct(const std::vector<Generator*>& gens) {
     if (std::find(out.begin(), out.end(), gens[g]) == out.end()) out.push_back(gens[g]);
   }
   return out;
-}
-
-// Throws when the recomputed graph from `out` reaches a node recorded before
-// `first_sequence` (a branch read a tensor with history it did not get as its argument).
-void check_subgraph_is_local(const Tensor& out, uint64_t first_sequence) {
-  if (!out.grad_fn()) return;
-  std::unordered_set<Node*> seen{out.grad_fn().get()};
-  std::vector<Node*> stack{out.grad_fn().get()};
-  while (!stack.empty()) {
-    Node* n = stack.back();
-    stack.pop_back();
-    TFM_CHECK(n->sequence >= first_sequence, "reversible_stack: a branch read a tensor with autograd history (from op '",
-              n->name(), "') that is not its argument; pass it through the stack's inputs");
-    for (const Edge& e : n->next)
-      if (e.node && seen.insert(e.node.get()).second) stack.push_back(e.node.get());
-  }
 }
 
 // One branch call with the generators set to `from` (restored afterwards)
@@ -140,7 +125,8 @@ std::vector<Tensor> reversible_backward(ReversibleSaved& s, const Tensor& grad_o
       const uint64_t first = next_node_sequence();
       g_out = replay_branch(s.layers[n].g, y1_leaf, s.generators, s.trace.g_before[n], after_g(s.trace, n),
                             &s.g_tapes[n], "g", n);
-      check_subgraph_is_local(g_out, first);
+      check_subgraph_is_local(g_out, first, "reversible_stack: a branch read",
+                              "its argument; pass it through the stack's inputs");
     }
     Tensor x2;
     {
@@ -161,7 +147,8 @@ std::vector<Tensor> reversible_backward(ReversibleSaved& s, const Tensor& grad_o
       const uint64_t first = next_node_sequence();
       f_out = replay_branch(s.layers[n].f, x2_leaf, s.generators, s.trace.f_before[n], after_f(s.trace, n),
                             &s.f_tapes[n], "f", n);
-      check_subgraph_is_local(f_out, first);
+      check_subgraph_is_local(f_out, first, "reversible_stack: a branch read",
+                              "its argument; pass it through the stack's inputs");
     }
     Tensor x1;
     {
