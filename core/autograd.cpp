@@ -11,12 +11,19 @@ namespace tfm::core {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+thread_local LeafGradFinalHook t_leaf_final_hook;
+thread_local int t_pass_depth = 0;  // backward passes running on this thread (nested > 1)
 std::atomic<uint64_t> g_node_sequence{0};
 }  // namespace
 
 bool grad_enabled() { return g_grad_enabled; }
 GradModeGuard::GradModeGuard(bool enabled) : prev_(g_grad_enabled) { g_grad_enabled = enabled; }
 GradModeGuard::~GradModeGuard() { g_grad_enabled = prev_; }
+
+LeafGradFinalScope::LeafGradFinalScope(LeafGradFinalHook hook) : prev_(std::move(t_leaf_final_hook)) {
+  t_leaf_final_hook = std::move(hook);
+}
+LeafGradFinalScope::~LeafGradFinalScope() { t_leaf_final_hook = std::move(prev_); }
 
 uint64_t next_node_sequence() { return g_node_sequence.load(); }
 Node::Node() : sequence(g_node_sequence.fetch_add(1)) {}
@@ -138,6 +145,13 @@ std::unordered_set<Node*> nodes_leading_to(const Targets& t, const std::vector<N
 void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds, Targets* targets,
              bool accumulate_leaves) {
   NoGradGuard no_grad;
+  struct DepthGuard {
+    DepthGuard() { ++t_pass_depth; }
+    ~DepthGuard() { --t_pass_depth; }
+  } depth;
+  // Leaf edges still to be processed, for the leaf-final hook (outermost pass only).
+  const bool leaf_hook = t_pass_depth == 1 && t_leaf_final_hook && accumulate_leaves && !targets;
+  std::unordered_map<const TensorImpl*, int> leaf_edges;
   std::unordered_map<Node*, std::shared_ptr<TensorImpl>> grads;
   std::unordered_map<Node*, int> deps;
   std::vector<Node*> stack;
@@ -161,6 +175,7 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds,
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->next) {
+      if (leaf_hook && e.leaf) ++leaf_edges[e.leaf.get()];
       if (!e.node) continue;
       auto [it, inserted] = deps.try_emplace(e.node.get(), 0);
       it->second++;
@@ -223,6 +238,7 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds,
           accumulate_leaf(*e.leaf, g);
         }
       }
+      if (leaf_hook && e.leaf && --leaf_edges[e.leaf.get()] == 0) t_leaf_final_hook(e.leaf.get());
     }
   }
 }

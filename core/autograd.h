@@ -112,6 +112,31 @@ inline void record(Tensor& out, const char* name, const std::vector<Tensor>& inp
 // gradients of every leaf reached are accumulated into its .grad.
 void run_backward(const Tensor& root, const Tensor& seed);
 
+// Called during a backward pass (run_backward / Tensor::backward) for a leaf
+// as soon as its .grad is final for that pass: every node of the graph with
+// an edge to the leaf has run or been passed over. Data-parallel training
+// uses it to start reducing a gradient bucket while backward goes on.
+using LeafGradFinalHook = std::function<void(const TensorImpl* leaf)>;
+// Installs `hook` on this thread for its lifetime (restoring the previous
+// one). It fires only in the outermost pass on the thread, never in a
+// nested pass (grad(), or run_backward inside a node's backward), and once
+// per leaf reached through the graph's edges. Not covered: a leaf that only
+// a nested pass reaches (activation checkpointing, reversible layers hand
+// parameters their gradients that way) gets no call, and a leaf reached both
+// ways may get its call before the nested pass adds to it; callers that
+// need every gradient final treat the end of backward() as the point where
+// all of them are.
+class LeafGradFinalScope {
+ public:
+  explicit LeafGradFinalScope(LeafGradFinalHook hook);
+  ~LeafGradFinalScope();
+  LeafGradFinalScope(const LeafGradFinalScope&) = delete;
+  LeafGradFinalScope& operator=(const LeafGradFinalScope&) = delete;
+
+ private:
+  LeafGradFinalHook prev_;
+};
+
 // Gradients of the roots `outputs` (seeded with `output_grads`, one each,
 // same shapes) with respect to `inputs` (leaves or non-leaves), returned in
 // the order of `inputs`: the total derivative over every path, undefined for

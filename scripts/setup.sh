@@ -21,6 +21,7 @@ packages=(
   libspdlog-dev libfmt-dev
   catch2
   libyaml-cpp-dev libcli11-dev libsentencepiece-dev nlohmann-json3-dev
+  libopenmpi-dev openmpi-bin                          # data-parallel training (TFM_MPI); the MPI tests
 )
 # shellcheck disable=SC2206
 packages+=(${EXTRA_PACKAGES:-})

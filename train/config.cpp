@@ -160,6 +160,17 @@ std::vector<KeySpec> make_schema() {
       key("train.out_dir", V::string, "runs/default", "run directory: logs, metrics, checkpoints"),
       key("train.seed", V::integer, "1337", "seed for initialisation, data order and dropout", 0, 9.2e18),
       key("train.threads", V::integer, "0", "OpenMP threads; 0 means OMP_NUM_THREADS or all cores", 0, 4096),
+      key("train.allreduce_bucket_mb", V::number, "25",
+          "MPI runs: gradients are summed across ranks in buckets of about this many MiB, each started as soon as "
+          "its gradients are final in backward",
+          0.001, 1e6),
+      key("train.collective_timeout_s", V::number, "300",
+          "MPI runs: a collective (also waiting for rank 0's evaluation and checkpoint) that takes longer aborts "
+          "the job naming it",
+          0.001, 1e9),
+      key("train.shard_optimizer", V::boolean, "false",
+          "MPI runs: ZeRO-1, each rank keeps and updates the optimizer state of its share of the parameters, "
+          "which are then all-gathered"),
       key("train.skip_nonfinite", V::boolean, "false",
           "skip a step whose loss or gradient is not finite instead of stopping"),
       key("train.eval_bleu", V::boolean, "false", "seq2seq: also compute validation BLEU (greedy decoding) at each evaluation"),

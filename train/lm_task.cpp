@@ -12,6 +12,7 @@
 #include "data/text.h"
 #include "data/tokenizer.h"
 #include "layers/gpt.h"
+#include "train/data_parallel.h"
 #include "train/model_io.h"
 #include "train/signals.h"
 #include "train/task.h"
@@ -66,7 +67,13 @@ class LMTask final : public Task {
   core::Tensor next_loss(int64_t& tokens) override {
     const data::LMBatch b = train_->next(batch_, data_gen_);
     tokens = b.inputs.numel();
-    return model_->loss(b.inputs, b.targets, -100, label_smoothing_);
+    if (shard_size_ == 1) return model_->loss(b.inputs, b.targets, -100, label_smoothing_);
+    const RowRange rows = shard_rows(batch_, shard_rank_, shard_size_);  // every row has block_size targets
+    if (rows.size() == 0) return core::Tensor();
+    const core::Tensor x = core::slice(b.inputs, 0, rows.begin, rows.end).contiguous();
+    const core::Tensor y = core::slice(b.targets, 0, rows.begin, rows.end).contiguous();
+    return core::mul(model_->loss(x, y, -100, label_smoothing_),
+                     static_cast<float>(rows.size()) / static_cast<float>(batch_));
   }
 
   std::map<std::string, double> evaluate() override {

@@ -25,8 +25,17 @@ class Task {
   virtual ~Task() = default;
   virtual const layers::Module& model() const = 0;
   // The mean loss of the next training micro-batch (graph attached);
-  // `tokens` receives the number of target tokens it covers.
+  // `tokens` receives the number of target tokens it covers. As rank r of a
+  // data-parallel group of n (set_shard), the micro-batch is still the
+  // global one (the same on every rank) and `tokens` counts all of it, but
+  // the loss covers only this rank's contiguous slice (gpt: rows; seq2seq:
+  // whole sentences balanced by target tokens, data_parallel.h) and is its
+  // share of the global mean: the slice's loss sum over the global count, so
+  // the ranks' losses and gradients add up to the one-process ones. An
+  // undefined tensor means this rank's slice is empty.
   virtual core::Tensor next_loss(int64_t& tokens) = 0;
+  // Makes this task rank `rank` of `size` (default 0 of 1).
+  void set_shard(int rank, int size) { shard_rank_ = rank, shard_size_ = size; }
   // Validation metrics, e.g. {"val_loss": 1.62} or {"val_loss": ..., "val_bleu": ...}.
   virtual std::map<std::string, double> evaluate() = 0;
   // Task state into / out of a checkpoint: tokenizer(s), data position,
@@ -35,6 +44,9 @@ class Task {
   virtual void load_state(const CheckpointData& in, const std::string& origin) = 0;
   // One line for the log: data sizes, vocabulary, parameters.
   virtual std::string describe() const = 0;
+
+ protected:
+  int shard_rank_ = 0, shard_size_ = 1;
 };
 
 // Builds the task for cfg (model.family). With `resumed`, tokenizers come

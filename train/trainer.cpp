@@ -19,10 +19,12 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/parallel.h"
+#include "dist/comm.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/data_parallel.h"
 #include "train/loaded_model.h"
 #include "train/model_io.h"
 #include "train/posix_file.h"
@@ -79,13 +81,14 @@ struct StepResult {
   int64_t step = 0;
   float lr = 0, loss = 0, grad_norm = 0;
   bool finite = true;
+  double comm_wait_s = 0;  // waiting for gradient sums after backward (more than one rank)
 };
 
 // Training throughput and loss since the last logged row.
 struct Window {
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   int64_t tokens = 0, steps = 0;
-  double loss = 0;
+  double loss = 0, comm_wait_s = 0;
 };
 
 struct Run {
@@ -108,6 +111,9 @@ struct Run {
   std::string data_fingerprint;  // of the data files at the start (checkpoint metadata)
   bool tty = false;
   std::chrono::steady_clock::time_point start;
+  // Data parallelism (data_parallel.h): rank 0 alone writes files, logs and evaluates.
+  bool root = true;
+  std::unique_ptr<GradSync> sync;  // only with more than one rank
 };
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& cfg, const layers::Module& model) {
@@ -171,6 +177,8 @@ CheckpointData snapshot(const Run& r) {
 // Writes the step's checkpoint, points last.h5 (and best.h5) at it, and
 // keeps only the train.keep_last newest numbered checkpoints.
 void save(Run& r, bool is_best) {
+  check_params_identical(r.task->model().named_parameters(), "step " + std::to_string(r.step) + " checkpoint");
+  if (!r.root) return;
   const int64_t keep = r.cfg.get_int("train.keep_last");
   char name[32];
   std::snprintf(name, sizeof name, "ckpt_%07lld.h5", static_cast<long long>(r.step));
@@ -269,12 +277,24 @@ void setup(Run& r, const Resume& resume) {
   r.out_dir = c.get_string("train.out_dir");
   // An existing directory is locked now, so a second writer hears about the
   // first one (and its PID) before anything else; a new one in open_run_dir().
-  if (fs::is_directory(r.out_dir)) r.lock = RunLock(r.out_dir.string());
-  check_new_run_dir(r.out_dir, resume);
+  if (r.root && fs::is_directory(r.out_dir)) r.lock = RunLock(r.out_dir.string());
+  if (r.root) check_new_run_dir(r.out_dir, resume);
   if (c.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(c.get_int("train.threads")));
   r.best_metric = c.get_string("train.best_metric");
   r.data_fingerprint = data_fingerprint(c);
   r.task = make_task(c, resume.active() ? &resume.data : nullptr, resume.path);
+  if (dist::size() > 1) {
+    TFM_CHECK(c.get_string("model.family") != "gpt" || c.get_int("train.batch_size") >= dist::size(),
+              "train.batch_size = ", c.get_int("train.batch_size"), " is smaller than the number of ranks (",
+              dist::size(), "): the global batch is split by rows, every rank needs at least one");
+    r.task->set_shard(dist::rank(), dist::size());
+    // A recomputed block (activation checkpointing, reversible layers) hands its parameters their
+    // gradients in a nested pass that the leaf-final hook does not see: sum after backward then.
+    const bool overlap = !c.get_bool("model.checkpoint_activations") && !c.get_bool("model.reversible");
+    r.sync = std::make_unique<GradSync>(r.task->model().parameters(),
+                                        static_cast<int64_t>(c.get_float("train.allreduce_bucket_mb") * 1048576.0),
+                                        overlap);
+  }
   r.opt = make_optimizer(c, r.task->model());
   if (higher_is_better(r.best_metric)) r.best_val = -1.0;
 }
@@ -321,6 +341,10 @@ void restore(Run& r, const Resume& resume) {
 // config.yaml, metrics.jsonl (a resumed run continues from its checkpoint's
 // history) and the logger writing train.log.
 void open_run_dir(Run& r, const Resume& resume, bool quiet) {
+  if (!r.root) {  // the other ranks stay silent: a logger without sinks
+    r.log = std::make_shared<spdlog::logger>("tfm-rank-" + std::to_string(dist::rank()));
+    return;
+  }
   std::error_code ec;
   fs::create_directories(r.out_dir, ec);
   TFM_CHECK(!ec && fs::is_directory(r.out_dir), "train.out_dir: cannot create ", r.out_dir.string(), " (",
@@ -356,14 +380,23 @@ StepResult train_step(Run& r, Window& w) {
   double loss_sum = 0;
   for (int64_t m = 0; m < accum; ++m) {
     int64_t tokens = 0;
-    core::Tensor loss = r.task->next_loss(tokens);
-    const float lv = loss.item();
-    s.finite = s.finite && std::isfinite(lv);
-    loss_sum += lv;
-    (accum > 1 ? core::mul(loss, 1.0f / static_cast<float>(accum)) : loss).backward();
+    core::Tensor loss = r.task->next_loss(tokens);  // this rank's share (undefined: an empty slice)
+    if (loss.defined()) {
+      loss_sum += loss.item();
+      // The step's last backward starts summing gradient buckets across ranks as they become final.
+      core::LeafGradFinalScope hook(r.sync && m + 1 == accum ? r.sync->hook() : core::LeafGradFinalHook());
+      (accum > 1 ? core::mul(loss, 1.0f / static_cast<float>(accum)) : loss).backward();
+    }
     r.tokens_seen += tokens;
     w.tokens += tokens;
   }
+  if (r.sync) {
+    r.sync->finish();
+    s.comm_wait_s = r.sync->last_wait_s();
+    w.comm_wait_s += s.comm_wait_s;
+    dist::allreduce_sum(&loss_sum, 1, "the sum of the step's loss");
+  }
+  s.finite = std::isfinite(loss_sum);
   s.loss = static_cast<float>(loss_sum / static_cast<double>(accum));
   const auto params = r.task->model().parameters();
   s.grad_norm = r.loop.clip > 0 ? optim::clip_grad_norm(params, r.loop.clip) : optim::grad_norm(params);
@@ -390,6 +423,7 @@ int stop_nonfinite(const Run& r, const StepResult& s) {
 // Validation metrics into `row`; returns whether they set a new best. The
 // text for the log line goes to `text`.
 bool evaluate(Run& r, nlohmann::json& row, std::string& text) {
+  if (!r.root) return false;  // rank 0 evaluates alone
   const std::map<std::string, double> metrics = r.task->evaluate();  // returns early on a stop request
   if (stop_requested()) {
     r.log->info("step {}: evaluation interrupted by signal {}; its partial results are discarded", r.step,
@@ -419,6 +453,10 @@ void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::
   row["tokens_per_s"] = wsec > 0 ? static_cast<double>(w.tokens) / wsec : 0.0;
   row["elapsed_s"] = r.elapsed_before + std::chrono::duration<double>(now - r.start).count();
   row["step_time_s"] = wsec / static_cast<double>(w.steps);
+  if (dist::size() > 1) {
+    row["ranks"] = dist::size();
+    row["comm_wait_s"] = w.comm_wait_s / static_cast<double>(w.steps);  // per step, not hidden behind backward
+  }
   const core::MemoryStats mem = core::memory_stats();
   row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak
   row["reserved_mem_bytes"] = mem.reserved_bytes;  // tensors + allocator cache
@@ -427,6 +465,10 @@ void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::
 
 // Appends the row to the metrics, writes the log line and restarts the window.
 void log_row(Run& r, const StepResult& s, Window& w, nlohmann::json row, const std::string& eval_text) {
+  if (!r.root) {
+    w = Window{};
+    return;
+  }
   const double step_time = row["step_time_s"].get<double>();
   row.erase("step_time_s");
   append_metrics(r, row);
@@ -457,7 +499,12 @@ bool report_and_checkpoint(Run& r, const StepResult& s, Window& w) {
     nlohmann::json row;
     training_row(r, s, w, row);
     std::string eval_text;
-    const bool is_best = do_eval && evaluate(r, row, eval_text);
+    bool is_best = do_eval && evaluate(r, row, eval_text);
+    if (dist::size() > 1 && do_eval) {  // the others wait here while rank 0 evaluates
+      int64_t best = is_best;
+      dist::bcast(&best, sizeof best, 0, "the broadcast of rank 0's evaluation result");
+      is_best = best != 0;
+    }
     log_row(r, s, w, std::move(row), eval_text);
     if (is_best || ckpt_step || last) {
       save(r, is_best);
@@ -476,7 +523,7 @@ bool report_and_checkpoint(Run& r, const StepResult& s, Window& w) {
 int stop_on_signal(Run& r, int sig, bool saved) {
   if (r.tty) std::fprintf(stderr, "\r\033[K");
   if (!saved) save(r, false);
-  r.log_file->check();
+  if (r.log_file) r.log_file->check();
   r.log->info("interrupted by signal {} after step {}; checkpoint saved to {}. Resume with: tfm train --resume {}", sig,
               r.step, r.last_checkpoint, r.out_dir.string());
   return 0;
@@ -500,16 +547,24 @@ std::string resolve_checkpoint(const std::string& path) {
   return path;
 }
 
-int run_train(const TrainArgs& args) {
+namespace {
+
+int train_process(const TrainArgs& args) {
   StopSignalScope signals;  // a signal from here on asks the loop to stop (tfm installs it in main already)
   Run r;
+  r.root = dist::rank() == 0;
   const Resume resume = find_resume(args);
   r.cfg = resolve_config(args, resume);  // everything is validated before anything is allocated or written
+  dist::set_timeout(r.cfg.get_float("train.collective_timeout_s"));
   setup(r, resume);
+  check_ranks_agree(r.cfg.to_yaml(), r.task->model().named_parameters());
   if (resume.active()) restore(r, resume);
   open_run_dir(r, resume, args.quiet);
   announce(r, resume);
-  r.log_file->check();
+  if (dist::size() > 1)
+    r.log->info("data-parallel over {} ranks: {} gradient buckets, global batch split across ranks", dist::size(),
+                r.sync->buckets());
+  if (r.log_file) r.log_file->check();
   if (r.step >= r.loop.max_steps) {
     r.log->info("nothing to do: step {} already reached train.max_steps = {}", r.step, r.loop.max_steps);
     return 0;
@@ -519,14 +574,33 @@ int run_train(const TrainArgs& args) {
   core::reset_peak_memory();
   bool saved = false;
   while (r.step < r.loop.max_steps) {
-    if (const int sig = stop_signal(); sig != 0) return stop_on_signal(r, sig, saved);  // also one during start-up
+    int64_t sig = stop_signal();  // also one during start-up; the ranks stop together
+    if (dist::size() > 1) dist::allreduce_max(&sig, 1, "the agreement on a stop signal");
+    if (sig != 0) return stop_on_signal(r, static_cast<int>(sig), saved);
     const StepResult s = train_step(r, window);
     if (!s.finite && !r.loop.skip_nonfinite) return stop_nonfinite(r, s);
     saved = report_and_checkpoint(r, s, window);
-    r.log_file->check();
+    if (r.log_file) r.log_file->check();
   }
   finish(r);
   return 0;
+}
+
+}  // namespace
+
+int run_train(const TrainArgs& args) {
+  dist::init();  // MPI, when a launcher started this process (dist/comm.h)
+  if (dist::size() == 1) return train_process(args);
+  // One rank failing alone would leave the others waiting in a collective:
+  // it takes the job down with its message. Failures every rank reaches
+  // together (the ranks disagree) end each rank normally with status 1.
+  try {
+    return train_process(args);
+  } catch (const RanksDisagree&) {
+    throw;
+  } catch (const std::exception& e) {
+    dist::abort(1, e.what());
+  }
 }
 
 }  // namespace tfm::train

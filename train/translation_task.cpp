@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/ops.h"
 #include "data/bleu.h"
 #include "data/chrf.h"
 #include "train/signals.h"
@@ -16,6 +17,7 @@
 #include "data/vocab_size.h"
 #include "layers/decode.h"
 #include "layers/seq2seq.h"
+#include "train/data_parallel.h"
 #include "train/model_io.h"
 #include "train/task.h"
 #include "train/task_data.h"
@@ -140,7 +142,16 @@ class TranslationTask final : public Task {
   core::Tensor next_loss(int64_t& tokens) override {
     const data::TranslationBatch b = batcher_->next();
     tokens = b.tgt_tokens;
-    return model_->loss(b.src, b.tgt_in, b.tgt_out, label_smoothing_);
+    if (shard_size_ == 1) return model_->loss(b.src, b.tgt_in, b.tgt_out, label_smoothing_);
+    // Whole sentences, balanced by target tokens; the loss is per target token of the global batch.
+    const std::vector<int64_t> per_row = row_tokens(b.tgt_out, ids_.pad);
+    const RowRange rows = shard_by_tokens(per_row, shard_rank_, shard_size_);
+    int64_t mine = 0;
+    for (int64_t i = rows.begin; i < rows.end; ++i) mine += per_row[static_cast<std::size_t>(i)];
+    if (mine == 0) return core::Tensor();
+    const auto part = [&](const core::Tensor& t) { return core::slice(t, 0, rows.begin, rows.end).contiguous(); };
+    return core::mul(model_->loss(part(b.src), part(b.tgt_in), part(b.tgt_out), label_smoothing_),
+                     static_cast<float>(static_cast<double>(mine) / static_cast<double>(b.tgt_tokens)));
   }
 
   std::map<std::string, double> evaluate() override {
