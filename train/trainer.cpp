@@ -25,6 +25,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data_parallel.h"
+#include "train/zero_shard.h"
 #include "train/loaded_model.h"
 #include "train/model_io.h"
 #include "train/posix_file.h"
@@ -114,11 +115,15 @@ struct Run {
   // Data parallelism (data_parallel.h): rank 0 alone writes files, logs and evaluates.
   bool root = true;
   std::unique_ptr<GradSync> sync;  // only with more than one rank
+  std::unique_ptr<ZeroShard> zero;  // train.shard_optimizer with more than one rank
 };
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const Config& cfg, const layers::Module& model) {
+// With `zero` (ZeRO-1) the optimizer gets only this rank's share of the parameters.
+std::unique_ptr<optim::Optimizer> make_optimizer(const Config& cfg, const layers::Module& model,
+                                                 const ZeroShard* zero) {
   auto groups = optim::decay_groups(model.named_parameters(), static_cast<float>(cfg.get_float("optim.weight_decay")),
                                     !cfg.get_bool("optim.decay_vectors"), !cfg.get_bool("optim.decay_embeddings"));
+  if (zero) groups = zero->own(std::move(groups));
   const float lr = static_cast<float>(cfg.get_float("optim.lr"));
   const std::string name = cfg.get_string("optim.name");
   if (name == "sgd")
@@ -153,7 +158,7 @@ void append_metrics(Run& r, const nlohmann::json& j) {
   r.metrics += line;
 }
 
-CheckpointData snapshot(const Run& r) {
+CheckpointData snapshot(const Run& r, std::vector<std::pair<std::string, core::Tensor>> optimizer_state) {
   CheckpointData d;
   d.meta["tfm_version"] = TFM_VERSION;
   d.meta["created"] = now_iso();
@@ -168,7 +173,7 @@ CheckpointData snapshot(const Run& r) {
   d.meta["elapsed_s"] = fmt::format("{:.17g}", elapsed_s(r));
   d.config_yaml = r.cfg.to_yaml();
   d.params = r.task->model().named_parameters();
-  d.optimizer_state = r.opt->state();
+  d.optimizer_state = std::move(optimizer_state);
   r.task->save_state(d);
   d.metrics_jsonl = r.metrics;
   return d;
@@ -178,12 +183,13 @@ CheckpointData snapshot(const Run& r) {
 // keeps only the train.keep_last newest numbered checkpoints.
 void save(Run& r, bool is_best) {
   check_params_identical(r.task->model().named_parameters(), "step " + std::to_string(r.step) + " checkpoint");
+  auto state = r.zero ? r.zero->full_state(*r.opt) : r.opt->state();  // gathered from every rank's share
   if (!r.root) return;
   const int64_t keep = r.cfg.get_int("train.keep_last");
   char name[32];
   std::snprintf(name, sizeof name, "ckpt_%07lld.h5", static_cast<long long>(r.step));
   const fs::path numbered = r.out_dir / name, last = r.out_dir / "last.h5", best = r.out_dir / "best.h5";
-  const CheckpointData d = snapshot(r);
+  const CheckpointData d = snapshot(r, std::move(state));
   if (keep > 0) {
     save_checkpoint(numbered.string(), d);
     link_file_atomic(numbered.string(), last.string());
@@ -295,7 +301,9 @@ void setup(Run& r, const Resume& resume) {
                                         static_cast<int64_t>(c.get_float("train.allreduce_bucket_mb") * 1048576.0),
                                         overlap);
   }
-  r.opt = make_optimizer(c, r.task->model());
+  if (dist::size() > 1 && c.get_bool("train.shard_optimizer"))
+    r.zero = std::make_unique<ZeroShard>(r.task->model().named_parameters());
+  r.opt = make_optimizer(c, r.task->model(), r.zero.get());
   if (higher_is_better(r.best_metric)) r.best_val = -1.0;
 }
 
@@ -375,7 +383,11 @@ StepResult train_step(Run& r, Window& w) {
   s.step = r.step + 1;
   s.lr = r.schedule.lr_at(s.step);
   r.opt->set_lr(s.lr);
-  r.opt->zero_grad();
+  if (r.zero) {
+    for (core::Tensor& p : r.task->model().parameters()) p.zero_grad();  // the optimizer holds only its share
+  } else {
+    r.opt->zero_grad();
+  }
   const int64_t accum = r.loop.accum;
   double loss_sum = 0;
   for (int64_t m = 0; m < accum; ++m) {
@@ -404,6 +416,7 @@ StepResult train_step(Run& r, Window& w) {
   r.step = s.step;
   if (s.finite) {
     r.opt->step();
+    if (r.zero) r.zero->gather_parameters();
   } else if (r.loop.skip_nonfinite) {
     r.log->warn("step {}: non-finite loss or gradient; step skipped (train.skip_nonfinite)", s.step);
     r.opt->zero_grad();
@@ -562,8 +575,11 @@ int train_process(const TrainArgs& args) {
   open_run_dir(r, resume, args.quiet);
   announce(r, resume);
   if (dist::size() > 1)
-    r.log->info("data-parallel over {} ranks: {} gradient buckets, global batch split across ranks", dist::size(),
-                r.sync->buckets());
+    r.log->info("data-parallel over {} ranks: {} gradient buckets, global batch split across ranks{}", dist::size(),
+                r.sync->buckets(),
+                r.zero ? fmt::format(", optimizer state sharded (rank 0 keeps {} of {} parameters' state)",
+                                     r.zero->owned_elements(), r.task->model().num_parameters())
+                       : std::string());
   if (r.log_file) r.log_file->check();
   if (r.step >= r.loop.max_steps) {
     r.log->info("nothing to do: step {} already reached train.max_steps = {}", r.step, r.loop.max_steps);
