@@ -26,7 +26,7 @@ flags=()
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-common=(--set data.path="$data" --set train.max_steps="$steps" --set train.log_every=5 --set train.eval_every=0
+common=(--set data.path="$data" --set train.max_steps="$steps" --set schedule.total_steps=2000 --set train.log_every=5 --set train.eval_every=0
         --set train.checkpoint_every=0 --set train.keep_last=0 --set train.allreduce_bucket_mb="$bucket")
 
 # Median over rows after the first (warm-up) of a metrics.jsonl field.
@@ -43,10 +43,10 @@ run() {  # $1 = label, $2 = ranks, $3 = threads, $4 = round
   local dir=$work/$1_$4
   if [[ $2 == 1 ]]; then
     OMP_NUM_THREADS=$3 "$tfm" train "$root/configs/char_gpt.yaml" "${common[@]}" --set train.threads="$3" \
-      --set train.out_dir="$dir" >/dev/null 2>&1
+      --set train.out_dir="$dir" >"$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
   else
     OMP_NUM_THREADS=$3 "$mpiexec" "${flags[@]}" -np "$2" "$tfm" train "$root/configs/char_gpt.yaml" "${common[@]}" \
-      --set train.threads="$3" --set train.out_dir="$dir" >/dev/null 2>&1
+      --set train.threads="$3" --set train.out_dir="$dir" >"$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
   fi
   local tps; tps=$(median "$dir/metrics.jsonl" tokens_per_s)
   local comm; comm=$(median "$dir/metrics.jsonl" comm_wait_s)
