@@ -201,13 +201,16 @@ std::map<int64_t, double> losses(const std::string& run_dir) {
   return out;
 }
 
-void equivalence(const std::string& family, int n, bool shard) {
-  Dir d(family + std::to_string(n) + (shard ? "z" : ""));
+void equivalence(const std::string& family, int n, bool shard, const std::vector<std::string>& extra = {}) {
+  Dir d(family + std::to_string(n) + (shard ? "z" : "") + (extra.empty() ? "" : "x"));
   const std::string cfg = family == "gpt" ? gpt_config(d) : seq2seq_config(d);
-  const Result one = train(1, {cfg, "--set", "train.out_dir=" + (d / "r1")}, d / "r1.log");
+  std::vector<std::string> one_args{cfg, "--set", "train.out_dir=" + (d / "r1")};
+  one_args.insert(one_args.end(), extra.begin(), extra.end());
+  const Result one = train(1, one_args, d / "r1.log");
   INFO(one.output);
   REQUIRE(one.ok());
   std::vector<std::string> args{cfg, "--set", "train.out_dir=" + (d / "rn")};
+  args.insert(args.end(), extra.begin(), extra.end());
   if (shard) args.insert(args.end(), {"--set", "train.shard_optimizer=true"});
   const Result many = train(n, args, d / "rn.log");
   INFO(many.output);
@@ -229,6 +232,10 @@ TEST_CASE("mpi: a GPT on 4 ranks matches 1 process", "[gpt_np4]") { equivalence(
 TEST_CASE("mpi: a Seq2Seq on 2 ranks matches 1 process", "[s2s_np2]") { equivalence("s2s", 2, false); }
 TEST_CASE("mpi: a Seq2Seq on 3 ranks matches 1 process", "[s2s_np3]") { equivalence("s2s", 3, false); }
 TEST_CASE("mpi: a Seq2Seq on 4 ranks matches 1 process", "[s2s_np4]") { equivalence("s2s", 4, false); }
+// Batches of 2-5 sentences over 4 ranks: some ranks get no sentence in a step and contribute zeros.
+TEST_CASE("mpi: a Seq2Seq on 4 ranks with batches of fewer sentences than ranks", "[s2s_np4_empty]") {
+  equivalence("s2s", 4, false, {"--set", "train.batch_tokens=16"});
+}
 TEST_CASE("mpi: ZeRO-1 GPT on 3 ranks matches 1 process", "[zero_gpt_np3]") { equivalence("gpt", 3, true); }
 TEST_CASE("mpi: ZeRO-1 Seq2Seq on 2 ranks matches 1 process", "[zero_s2s_np2]") { equivalence("s2s", 2, true); }
 
