@@ -235,6 +235,7 @@ void GradSync::start(Bucket& b) {
 
 void GradSync::finish() {
   last_wait_s_ = 0;
+  last_overlapped_ = next_start_;
   if (dist::size() == 1) return;
   while (next_start_ < buckets_.size()) start(buckets_[next_start_++]);
   const auto t0 = std::chrono::steady_clock::now();

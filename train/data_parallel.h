@@ -74,8 +74,11 @@ class GradSync {
   core::LeafGradFinalHook hook();
   void finish();
   std::size_t buckets() const { return buckets_.size(); }
-  // Seconds finish() spent waiting for sums (communication not hidden behind backward).
+  // Seconds finish() spent waiting for sums (communication not hidden
+  // behind backward, plus any wait for a slower rank).
   double last_wait_s() const { return last_wait_s_; }
+  // Buckets of the last step started from the hook, before backward ended.
+  std::size_t last_overlapped() const { return last_overlapped_; }
 
  private:
   struct Bucket {
@@ -98,6 +101,7 @@ class GradSync {
   std::size_t next_start_ = 0;
   bool overlap_;
   double last_wait_s_ = 0;
+  std::size_t last_overlapped_ = 0;
 };
 
 }  // namespace tfm::train

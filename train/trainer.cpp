@@ -83,6 +83,7 @@ struct StepResult {
   float lr = 0, loss = 0, grad_norm = 0;
   bool finite = true;
   double comm_wait_s = 0;  // waiting for gradient sums after backward (more than one rank)
+  int64_t overlapped = 0;   // gradient buckets started during backward
 };
 
 // Training throughput and loss since the last logged row.
@@ -405,6 +406,7 @@ StepResult train_step(Run& r, Window& w) {
   if (r.sync) {
     r.sync->finish();
     s.comm_wait_s = r.sync->last_wait_s();
+    s.overlapped = static_cast<int64_t>(r.sync->last_overlapped());
     w.comm_wait_s += s.comm_wait_s;
     dist::allreduce_sum(&loss_sum, 1, "the sum of the step's loss");
   }
@@ -469,6 +471,7 @@ void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::
   if (dist::size() > 1) {
     row["ranks"] = dist::size();
     row["comm_wait_s"] = w.comm_wait_s / static_cast<double>(w.steps);  // per step, not hidden behind backward
+    row["buckets_overlapped"] = s.overlapped;                             // of this step, started during backward
   }
   const core::MemoryStats mem = core::memory_stats();
   row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak

@@ -222,6 +222,11 @@ void equivalence(const std::string& family, int n, bool shard, const std::vector
   REQUIRE(l1.size() == 5);
   REQUIRE(ln.size() == 5);
   for (const auto& [step, loss] : l1) CHECK(std::abs(ln.at(step) - loss) <= 1e-5 * std::abs(loss));
+  // The backward hook started gradient buckets (0.02 MiB each) before backward ended at every step
+  // (not when rank 0 itself has nothing to back-propagate: empty slices).
+  const std::string metrics = slurp(d / "rn/metrics.jsonl");
+  CHECK(metrics.find("\"buckets_overlapped\":") != std::string::npos);
+  if (extra.empty()) CHECK(metrics.find("\"buckets_overlapped\":0") == std::string::npos);
 }
 
 }  // namespace
