@@ -293,6 +293,21 @@ TEST_CASE("mpi: ranks with different configs all exit naming the difference", "[
   CHECK(!fs::exists(d / "r/last.h5"));
 }
 
+TEST_CASE("mpi: a rank that fails alone takes the job down with its message", "[failing]") {
+  Dir d("failing");
+  const std::string cfg = gpt_config(d);
+  // Rank 1 cannot read its data (as on a machine without the file); rank 0 waits for it in a collective.
+  std::vector<std::string> a = mpiexec(1);
+  a.insert(a.end(), {TFM_BINARY, "train", cfg, "--set", "train.out_dir=" + (d / "r"), ":", "-np", "1", TFM_BINARY,
+                     "train", cfg, "--set", "train.out_dir=" + (d / "r"), "--set", "data.path=" + (d / "missing.txt")});
+  const Result r = wait_until(spawn(a, d / "log"), d / "log", 60);
+  INFO(r.output);
+  REQUIRE(r.failed());
+  CHECK(r.output.find("tfm: error: rank 1 of 2: data.path: " + (d / "missing.txt")) != std::string::npos);
+  if (std::string(TFM_MPIEXEC_FLAGS).find("oversubscribe") != std::string::npos)  // Open MPI's own report
+    CHECK(r.output.find("MPI_ABORT was invoked on rank 1") != std::string::npos);
+}
+
 // The PID of the rank `rank` of the job started with TFM_TEST_MARK=mark (0 while not found).
 pid_t find_rank(const std::string& mark, int rank) {
   for (const auto& e : fs::directory_iterator("/proc")) {
