@@ -304,8 +304,8 @@ TEST_CASE("mpi: a rank that fails alone takes the job down with its message", "[
   INFO(r.output);
   REQUIRE(r.failed());
   CHECK(r.output.find("tfm: error: rank 1 of 2: data.path: " + (d / "missing.txt")) != std::string::npos);
-  if (std::string(TFM_MPIEXEC_FLAGS).find("oversubscribe") != std::string::npos)  // Open MPI's own report
-    CHECK(r.output.find("MPI_ABORT was invoked on rank 1") != std::string::npos);
+  // (Open MPI's own "MPI_ABORT was invoked on rank 1" banner is not checked: under load its help
+  // system sometimes fails to print it, "ORTE_ERROR_LOG: Data unpack would read past end of buffer".)
 }
 
 // The PID of the rank `rank` of the job started with TFM_TEST_MARK=mark (0 while not found).
