@@ -361,3 +361,19 @@ TEST_CASE("mpi: a stuck rank makes the others abort naming the collective", "[st
   CHECK(r.output.find("rank 0 of 2") != std::string::npos);
   CHECK(r.output.find("did not finish within 2") != std::string::npos);
 }
+
+TEST_CASE("mpi: SIGTERM to the launcher stops every rank after the same step with a checkpoint", "[sigterm]") {
+  Dir d("sigterm");
+  const pid_t job = start_long_run(d, "sigterm" + std::to_string(getpid()), {});
+  kill(job, SIGTERM);  // mpirun sends SIGTERM to every rank
+  const Result r = wait_until(job, d / "log", 60);
+  INFO(r.output);
+  REQUIRE(r.status >= 0);  // ended before the deadline (Open MPI's mpirun itself exits 1 after a signal)
+  const std::string log = slurp(d / "r/train.log");
+  const auto at = log.find("interrupted by signal 15 after step ");
+  REQUIRE(at != std::string::npos);
+  const int64_t step = std::stoll(log.substr(at + 36));
+  const CheckpointData ck = load_checkpoint(d / "r/last.h5");
+  CHECK(ck.ints.at("step") == step);
+  CHECK(ck.ints.at("tokens_seen") == step * 7 * 16);  // global batch 7 x 16 tokens per step
+}
