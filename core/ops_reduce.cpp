@@ -9,6 +9,7 @@
 #include "autograd.h"
 #include "error.h"
 #include "ops.h"
+#include "profile.h"
 #include "parallel.h"
 
 namespace tfm::core {
@@ -127,6 +128,7 @@ void check_reduce_input(const Tensor& x, const char* op) {
 }  // namespace
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
+  profile::OpScope prof(profile::Kind::reduce);
   check_reduce_input(x, "sum");
   const auto dims = reduce_dims(x, dims_in, "sum");
   Tensor out = reduce_raw(x, dims, ReduceKind::sum);
@@ -140,6 +142,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
+  profile::OpScope prof(profile::Kind::reduce);
   check_reduce_input(x, "mean");
   const auto dims = reduce_dims(x, dims_in, "mean");
   int64_t count = 1;
@@ -149,6 +152,7 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) 
 }
 
 Tensor max(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
+  profile::OpScope prof(profile::Kind::reduce);
   check_reduce_input(x, "max");
   const auto dims = reduce_dims(x, dims_in, "max");
   for (int64_t d : dims)
@@ -168,6 +172,7 @@ Tensor max(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
 }
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {
+  profile::OpScope prof(profile::Kind::reduce);
   if (x.shape() == shape) return x;
   const int64_t lead = x.dim() - static_cast<int64_t>(shape.size());
   TFM_CHECK(lead >= 0, "sum_to: cannot reduce shape ", shape_str(x.shape()), " to ", shape_str(shape));

@@ -160,6 +160,8 @@ std::vector<KeySpec> make_schema() {
       key("train.out_dir", V::string, "runs/default", "run directory: logs, metrics, checkpoints"),
       key("train.seed", V::integer, "1337", "seed for initialisation, data order and dropout", 0, 9.2e18),
       key("train.threads", V::integer, "0", "OpenMP threads; 0 means OMP_NUM_THREADS or all cores", 0, 4096),
+      key("train.profile", V::integer, "0",
+          "time N training steps (after the first) per op kind and log the table; 0 off", 0, 1e12),
       key("train.skip_nonfinite", V::boolean, "false",
           "skip a step whose loss or gradient is not finite instead of stopping"),
       key("train.eval_bleu", V::boolean, "false", "seq2seq: also compute validation BLEU (greedy decoding) at each evaluation"),

@@ -8,6 +8,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/profile.h"
 #include "data/lm_data.h"
 #include "data/text.h"
 #include "data/tokenizer.h"
@@ -64,7 +65,10 @@ class LMTask final : public Task {
   const layers::Module& model() const override { return *model_; }
 
   core::Tensor next_loss(int64_t& tokens) override {
-    const data::LMBatch b = train_->next(batch_, data_gen_);
+    const data::LMBatch b = [&] {
+      core::profile::Frame prof(core::profile::Kind::data);
+      return train_->next(batch_, data_gen_);
+    }();
     tokens = b.inputs.numel();
     return model_->loss(b.inputs, b.targets, -100, label_smoothing_);
   }

@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/profile.h"
 #include "data/bleu.h"
 #include "data/chrf.h"
 #include "train/signals.h"
@@ -138,7 +139,10 @@ class TranslationTask final : public Task {
   const layers::Module& model() const override { return *model_; }
 
   core::Tensor next_loss(int64_t& tokens) override {
-    const data::TranslationBatch b = batcher_->next();
+    const data::TranslationBatch b = [&] {
+      core::profile::Frame prof(core::profile::Kind::data);
+      return batcher_->next();
+    }();
     tokens = b.tgt_tokens;
     return model_->loss(b.src, b.tgt_in, b.tgt_out, label_smoothing_);
   }
