@@ -114,16 +114,24 @@ struct Row {
   Kind kind;
   double seconds[static_cast<int>(Phase::count)] = {};
   int64_t calls[static_cast<int>(Phase::count)] = {};
+  // CPU time of the whole process (all OpenMP threads) in the same scopes:
+  // on a busy machine it says what the work costs when wall time also
+  // counts waiting for a descheduled worker.
+  double cpu_seconds[static_cast<int>(Phase::count)] = {};
   double total_seconds() const;
+  double total_cpu_seconds() const;
   int64_t total_calls() const;
 };
 // Totals collected since reset(), one row per kind (all kinds, in enum order).
 std::vector<Row> rows();
 
-// The table printed after the profiled steps: one line per kind with any
-// calls, forward / backward / other ms and calls, total ms and percent of
-// `wall_seconds` (the profiled steps' wall time), then "unattributed" (the
-// wall time no scope covered) and the total.
-std::string format_table(const std::vector<Row>& rows, double wall_seconds, int64_t steps);
+// The table printed after the profiled steps, per step: one line per kind
+// with any calls, forward / backward / other wall ms and calls, total ms,
+// percent of `wall_seconds` (the profiled steps' wall time) and CPU ms, then
+// "unattributed" (the time no scope covered) and the step totals
+// (`cpu_seconds`: the process CPU time of the profiled steps).
+std::string format_table(const std::vector<Row>& rows, double wall_seconds, int64_t steps, double cpu_seconds);
+// Process CPU time in ns (CLOCK_PROCESS_CPUTIME_ID), for the step totals.
+int64_t process_cpu_ns();
 
 }  // namespace tfm::core::profile

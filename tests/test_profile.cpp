@@ -125,12 +125,14 @@ TEST_CASE("profiling a tiny GPT step reports each kind and rows within the step 
     opt.step();
   };
   step();  // warm-up outside the profile
-  double wall = 0;
+  double wall = 0, cpu = 0;
   {
     Profiling on;
     const auto t0 = std::chrono::steady_clock::now();
+    const int64_t cpu0 = profile::process_cpu_ns();
     for (int i = 0; i < 3; ++i) step();
     wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cpu = 1e-9 * static_cast<double>(profile::process_cpu_ns() - cpu0);
   }
   const auto r = profile::rows();
   for (Kind k : {Kind::matmul, Kind::attention, Kind::norm, Kind::elementwise, Kind::softmax_xent, Kind::embedding}) {
@@ -145,11 +147,13 @@ TEST_CASE("profiling a tiny GPT step reports each kind and rows within the step 
   CHECK(calls(r, Kind::autograd, Phase::forward) > 0);
   CHECK(calls(r, Kind::autograd, Phase::backward) == 3);  // one engine pass per step
   CHECK(calls(r, Kind::optimizer, Phase::none) == 3 * 2);
-  double total = 0;
-  for (const profile::Row& row : r) total += row.total_seconds();
+  double total = 0, total_cpu = 0;
+  for (const profile::Row& row : r) total += row.total_seconds(), total_cpu += row.total_cpu_seconds();
   CHECK(total > 0);
   CHECK(total <= wall);
-  const std::string table = profile::format_table(r, wall, 3);
+  CHECK(total_cpu > 0);
+  CHECK(total_cpu <= cpu);
+  const std::string table = profile::format_table(r, wall, 3, cpu);
   CHECK_THAT(table, Contains("matmul") && Contains("attention") && Contains("optimizer") && Contains("unattributed"));
 }
 

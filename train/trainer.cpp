@@ -397,6 +397,7 @@ class StepProfiler {
     if (!on) return train_step(r, w);
     if (done_ == 0) core::profile::reset();
     const auto t0 = std::chrono::steady_clock::now();
+    const int64_t cpu0 = core::profile::process_cpu_ns();
     core::profile::set_enabled(true);
     StepResult s;
     try {
@@ -407,15 +408,16 @@ class StepProfiler {
     }
     core::profile::set_enabled(false);
     wall_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cpu_ += 1e-9 * static_cast<double>(core::profile::process_cpu_ns() - cpu0);
     if (++done_ == steps_)
       r.log->info("train.profile: where the time of steps {}..{} went\n{}", s.step - steps_ + 1, s.step,
-                  core::profile::format_table(core::profile::rows(), wall_, steps_));
+                  core::profile::format_table(core::profile::rows(), wall_, steps_, cpu_));
     return s;
   }
 
  private:
   int64_t steps_, seen_ = 0, done_ = 0;
-  double wall_ = 0;
+  double wall_ = 0, cpu_ = 0;
 };
 
 int stop_nonfinite(const Run& r, const StepResult& s) {
