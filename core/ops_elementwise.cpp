@@ -208,7 +208,8 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
     // x·Φ(x), Φ the normal CDF (= (1 + erf(x/√2))/2, kept precise in the tail).
     return unary_op<Keeps::input>("gelu_erf", x, [](float v) { return v * vmath::vnormal_cdf(v); },
                     [](float v, float) {
-                      return vmath::vnormal_cdf(v) + v * kInvSqrt2Pi * vmath::vexp(-0.5f * v * v);
+                      const vmath::CdfGauss c = vmath::vnormal_cdf_gauss(v);  // Φ and e^{−v²/2} from one exp
+                      return c.cdf + v * kInvSqrt2Pi * c.gauss;
                     });
   }
   return unary_op<Keeps::input>("gelu_tanh", x,
