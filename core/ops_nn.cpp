@@ -185,9 +185,13 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
   float *yp = y.data<float>(), *mp = mean_t.data<float>(), *rp = rstd_t.data<float>();
   for_rows(rows, cols, [&](int64_t r) {
     const float* xr = xp + r * cols;
+    // Row sums in double with one partial sum per simd lane: a single running
+    // double sum is one dependent add per element (~4x slower).
     double s = 0, ss = 0;
+#pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < cols; ++j) s += xr[j];
     const double mu = center ? s / cols : 0.0;
+#pragma omp simd reduction(+ : ss)
     for (int64_t j = 0; j < cols; ++j) ss += (xr[j] - mu) * (xr[j] - mu);
     const float rstd = static_cast<float>(1.0 / std::sqrt(ss / cols + eps));
     mp[r] = static_cast<float>(mu);
@@ -221,15 +225,20 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
                for (int64_t r = 0; r < rows; ++r) {
                  const float *xr = xp + r * cols, *gr = gp + r * cols;
                  const float mu = mp[r], rstd = rp[r];
+                 // Separate loops: the row sums vectorise (one partial sum per
+                 // simd lane) only without the conditional column updates.
                  double sum_dxhat = 0, sum_dxhat_xhat = 0;
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
                  for (int64_t j = 0; j < cols; ++j) {
                    const float xhat = (xr[j] - mu) * rstd;
                    const float dxhat = wp ? gr[j] * wp[j] : gr[j];
                    sum_dxhat += dxhat;
                    sum_dxhat_xhat += dxhat * xhat;
-                   if (rw) dwt[j] += gr[j] * xhat;
-                   if (rb) dbt[j] += gr[j];
                  }
+                 if (rw)
+                   for (int64_t j = 0; j < cols; ++j) dwt[j] += gr[j] * ((xr[j] - mu) * rstd);
+                 if (rb)
+                   for (int64_t j = 0; j < cols; ++j) dbt[j] += gr[j];
                  if (dp) {
                    const float m1 = center ? static_cast<float>(sum_dxhat / cols) : 0.0f;
                    const float m2 = static_cast<float>(sum_dxhat_xhat / cols);
