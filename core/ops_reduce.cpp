@@ -27,7 +27,8 @@ void reduce_arb(const float* x, float* out, int64_t A, int64_t R, int64_t B, Red
       const float* row = x + a * R;
       if (kind == ReduceKind::sum) {
         double acc = 0.0;  // double: sums of many fp32 values stay accurate
-        for (int64_t r = 0; r < R; ++r) acc += row[r];
+#pragma omp simd reduction(+ : acc)
+        for (int64_t r = 0; r < R; ++r) acc += row[r];  // a partial sum per lane: not one long dependency chain
         out[a] = static_cast<float>(acc);
       } else {
         float m = -std::numeric_limits<float>::infinity();
