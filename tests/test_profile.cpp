@@ -13,6 +13,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "core/profile.h"
 #include "core/rng.h"
 #include "layers/gpt.h"
@@ -188,4 +189,18 @@ TEST_CASE("train.profile logs the table after the profiled steps and training go
   CHECK_THAT(log.str(), Contains("where the time of steps 2..4 went") && Contains("profile of 3 steps") &&
                             Contains("matmul") && Contains("optimizer") && Contains("data") &&
                             Contains("step      6/6"));
+}
+
+TEST_CASE("TFM_PARALLEL_GRAIN values: default, integers >= 1, anything else refused", "[parallel]") {
+  CHECK(core::parse_parallel_grain(nullptr) == core::kParallelGrain);
+  CHECK(core::parse_parallel_grain("") == core::kParallelGrain);
+  CHECK(core::parse_parallel_grain("262144") == 262144);
+  CHECK(core::parse_parallel_grain("1") == 1);
+  for (const char* bad : {"0", "-5", "12k", "1e5", "99999999999999999999999"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(core::parse_parallel_grain(bad), Contains("TFM_PARALLEL_GRAIN") && Contains(">= 1"));
+  }
+  // ctest does not set the variable: the grain in use is the default
+  if (!std::getenv("TFM_PARALLEL_GRAIN")) CHECK(core::parallel_grain() == core::kParallelGrain);
+  CHECK(core::should_parallelize(core::parallel_grain() - 1) == false);
 }
