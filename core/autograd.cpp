@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "ops.h"
+#include "profile.h"
 
 namespace tfm::core {
 
@@ -60,6 +61,7 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 }
 
 void record(Tensor& out, std::shared_ptr<Node> node, const std::vector<Tensor>& inputs) {
+  profile::Frame prof(profile::Kind::autograd);
   node->next.resize(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& in = inputs[i];
@@ -152,6 +154,8 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds,
   // Leaf edges still to be processed, for the leaf-final hook (outermost pass only).
   const bool leaf_hook = t_pass_depth == 1 && t_leaf_final_hook && accumulate_leaves && !targets;
   std::unordered_map<const TensorImpl*, int> leaf_edges;
+  profile::BackwardPhase prof_phase;
+  profile::Frame prof(profile::Kind::autograd);  // the engine's own work; each node's backward is timed apart
   std::unordered_map<Node*, std::shared_ptr<TensorImpl>> grads;
   std::unordered_map<Node*, int> deps;
   std::vector<Node*> stack;
@@ -215,7 +219,10 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds,
       if (!prune || needed.count(n)) {
         TFM_CHECK(!n->released, "backward: node '", n->name(),
                   "' already ran and freed its saved tensors; a graph can be back-propagated only once");
-        grad_in = n->backward(grad_out);
+        {
+          profile::OpScope prof_node(profile::enabled() ? profile::kind_of_node(n->name()) : profile::Kind::other_op);
+          grad_in = n->backward(grad_out);
+        }
         n->release();
         n->released = true;
         TFM_CHECK(grad_in.size() == n->next.size(), "backward: node '", n->name(), "' returned ", grad_in.size(),

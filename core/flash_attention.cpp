@@ -20,6 +20,7 @@
 #include "autograd.h"
 #include "error.h"
 #include "parallel.h"
+#include "profile.h"
 #include "vmath.h"
 
 namespace tfm::core {
@@ -540,6 +541,7 @@ FlashResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Ten
 
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask, float scale,
                        float dropout_p, bool training, Generator& gen, const FlashOptions& opt) {
+  profile::OpScope prof(profile::Kind::attention);
   return flash_attention_with_lse(q, k, v, mask, scale, dropout_p, training, gen, opt).out;
 }
 

@@ -7,6 +7,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "ops.h"
+#include "profile.h"
 #include "vmath.h"
 
 namespace tfm::core {
@@ -62,6 +63,7 @@ Tensor unary_backward(const Tensor& g, const Tensor& xd, const Tensor& yd, D df)
 // require grad; only those are saved (the others reach `grads` undefined).
 template <class F, class K, class G>
 Tensor binary_op(const char* name, const Tensor& a, const Tensor& b, F f, K keeps, G grads) {
+  profile::OpScope prof(profile::Kind::elementwise);
   check_f32(a, name);
   check_f32(b, name);
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
@@ -87,6 +89,7 @@ enum class Keeps { nothing, input, output, both };
 // Only the operands named by K are saved; df receives 0 for the others.
 template <Keeps K, class F, class D>
 Tensor unary_op(const char* name, const Tensor& x, F f, D df) {
+  profile::OpScope prof(profile::Kind::elementwise);
   check_f32(x, name);
   Tensor y = map_unary(x, f);
   if (needs_grad({&x})) {
@@ -205,7 +208,8 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
     // x·Φ(x), Φ the normal CDF (= (1 + erf(x/√2))/2, kept precise in the tail).
     return unary_op<Keeps::input>("gelu_erf", x, [](float v) { return v * vmath::vnormal_cdf(v); },
                     [](float v, float) {
-                      return vmath::vnormal_cdf(v) + v * kInvSqrt2Pi * vmath::vexp(-0.5f * v * v);
+                      const vmath::CdfGauss c = vmath::vnormal_cdf_gauss(v);  // Φ and e^{−v²/2} from one exp
+                      return c.cdf + v * kInvSqrt2Pi * c.gauss;
                     });
   }
   return unary_op<Keeps::input>("gelu_tanh", x,
@@ -222,6 +226,7 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
 namespace {
 template <class F>
 Tensor compare(const char* name, const Tensor& a, const Tensor& b, F f) {
+  profile::OpScope prof(profile::Kind::elementwise);
   check_f32(a, name);
   check_f32(b, name);
   return map_binary(a, b, broadcast_shapes(a.shape(), b.shape(), name), f);
@@ -241,6 +246,7 @@ Tensor lt(const Tensor& a, const Tensor& b) {
 // ---------------------------------------------------------------- selection
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  profile::OpScope prof(profile::Kind::elementwise);
   check_f32(cond, "where");
   check_f32(a, "where");
   check_f32(b, "where");

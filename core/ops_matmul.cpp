@@ -6,6 +6,7 @@
 #include "error.h"
 #include "onednn.h"
 #include "ops.h"
+#include "profile.h"
 
 namespace tfm::core {
 
@@ -104,6 +105,7 @@ void check_matmul_args(const Tensor& a, const Tensor& b, const char* op) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  profile::OpScope prof(profile::Kind::matmul);
   check_matmul_args(a, b, "matmul");
   TFM_CHECK(a.size(ta ? -2 : -1) == b.size(tb ? -1 : -2), "matmul: inner dims differ: ",
             shape_str(a.shape()), (ta ? "ᵀ" : ""), " x ", shape_str(b.shape()), (tb ? "ᵀ" : ""));
@@ -133,6 +135,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  profile::OpScope prof(profile::Kind::matmul);
   check_matmul_args(weight, weight, "linear");
   TFM_CHECK(x.defined() && x.dtype() == DType::f32 && x.dim() >= 1, "linear: input must be an f32 tensor");
   TFM_CHECK(weight.dim() == 2 && x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()),

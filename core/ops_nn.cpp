@@ -11,6 +11,7 @@
 #include "autograd.h"
 #include "error.h"
 #include "ops.h"
+#include "profile.h"
 #include "parallel.h"
 #include "vmath.h"
 
@@ -101,6 +102,7 @@ Tensor softmax_last(const Tensor& x_in, bool log_space) {
 // ---------------------------------------------------------------- softmax
 
 Tensor softmax(const Tensor& x, int64_t dim) {
+  profile::OpScope prof(profile::Kind::softmax_xent);
   check_f32(x, "softmax", "input");
   const int64_t d = wrap_dim(dim, x.dim(), "softmax");
   if (x.dim() > 0 && d != x.dim() - 1) return softmax(x.transpose(d, -1), -1).transpose(d, -1);
@@ -127,6 +129,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
 }
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
+  profile::OpScope prof(profile::Kind::softmax_xent);
   check_f32(x, "log_softmax", "input");
   const int64_t d = wrap_dim(dim, x.dim(), "log_softmax");
   if (x.dim() > 0 && d != x.dim() - 1) return log_softmax(x.transpose(d, -1), -1).transpose(d, -1);
@@ -182,9 +185,13 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
   float *yp = y.data<float>(), *mp = mean_t.data<float>(), *rp = rstd_t.data<float>();
   for_rows(rows, cols, [&](int64_t r) {
     const float* xr = xp + r * cols;
+    // Row sums in double with one partial sum per simd lane: a single running
+    // double sum is one dependent add per element (~4x slower).
     double s = 0, ss = 0;
+#pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < cols; ++j) s += xr[j];
     const double mu = center ? s / cols : 0.0;
+#pragma omp simd reduction(+ : ss)
     for (int64_t j = 0; j < cols; ++j) ss += (xr[j] - mu) * (xr[j] - mu);
     const float rstd = static_cast<float>(1.0 / std::sqrt(ss / cols + eps));
     mp[r] = static_cast<float>(mu);
@@ -218,15 +225,20 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
                for (int64_t r = 0; r < rows; ++r) {
                  const float *xr = xp + r * cols, *gr = gp + r * cols;
                  const float mu = mp[r], rstd = rp[r];
+                 // Separate loops: the row sums vectorise (one partial sum per
+                 // simd lane) only without the conditional column updates.
                  double sum_dxhat = 0, sum_dxhat_xhat = 0;
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
                  for (int64_t j = 0; j < cols; ++j) {
                    const float xhat = (xr[j] - mu) * rstd;
                    const float dxhat = wp ? gr[j] * wp[j] : gr[j];
                    sum_dxhat += dxhat;
                    sum_dxhat_xhat += dxhat * xhat;
-                   if (rw) dwt[j] += gr[j] * xhat;
-                   if (rb) dbt[j] += gr[j];
                  }
+                 if (rw)
+                   for (int64_t j = 0; j < cols; ++j) dwt[j] += gr[j] * ((xr[j] - mu) * rstd);
+                 if (rb)
+                   for (int64_t j = 0; j < cols; ++j) dbt[j] += gr[j];
                  if (dp) {
                    const float m1 = center ? static_cast<float>(sum_dxhat / cols) : 0.0f;
                    const float m2 = static_cast<float>(sum_dxhat_xhat / cols);
@@ -247,16 +259,19 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
 }  // namespace
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
+  profile::OpScope prof(profile::Kind::norm);
   return norm_forward("layer_norm", x, weight, bias, eps, true);
 }
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps) {
+  profile::OpScope prof(profile::Kind::norm);
   return norm_forward("rms_norm", x, weight, Tensor(), eps, false);
 }
 
 // ---------------------------------------------------------------- embedding
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
+  profile::OpScope prof(profile::Kind::embedding);
   check_f32(weight, "embedding", "weight");
   TFM_CHECK(weight.dim() == 2, "embedding: weight must be [vocab, dim], got ", shape_str(weight.shape()));
   TFM_CHECK(indices.defined() && indices.dtype() == DType::i32, "embedding: indices must be an i32 tensor");
@@ -308,6 +323,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
 // ---------------------------------------------------------------- cross-entropy
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index, float label_smoothing) {
+  profile::OpScope prof(profile::Kind::softmax_xent);
   check_f32(logits, "cross_entropy", "logits");
   TFM_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, C], got ", shape_str(logits.shape()));
   TFM_CHECK(
@@ -404,6 +420,7 @@ Tensor apply_dropout_mask(const Tensor& x_in, float p, uint64_t seed, uint64_t f
 }  // namespace
 
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
+  profile::OpScope prof(profile::Kind::elementwise);
   check_f32(x, "dropout", "input");
   TFM_CHECK(p >= 0.0f && p <= 1.0f, "dropout: p must be in [0, 1], got ", p);
   if (!training || p == 0.0f) return x;

@@ -9,6 +9,7 @@
 #include "autograd.h"
 #include "error.h"
 #include "ops.h"
+#include "profile.h"
 #include "parallel.h"
 
 namespace tfm::core {
@@ -26,7 +27,8 @@ void reduce_arb(const float* x, float* out, int64_t A, int64_t R, int64_t B, Red
       const float* row = x + a * R;
       if (kind == ReduceKind::sum) {
         double acc = 0.0;  // double: sums of many fp32 values stay accurate
-        for (int64_t r = 0; r < R; ++r) acc += row[r];
+#pragma omp simd reduction(+ : acc)
+        for (int64_t r = 0; r < R; ++r) acc += row[r];  // a partial sum per lane: not one long dependency chain
         out[a] = static_cast<float>(acc);
       } else {
         float m = -std::numeric_limits<float>::infinity();
@@ -127,6 +129,7 @@ void check_reduce_input(const Tensor& x, const char* op) {
 }  // namespace
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
+  profile::OpScope prof(profile::Kind::reduce);
   check_reduce_input(x, "sum");
   const auto dims = reduce_dims(x, dims_in, "sum");
   Tensor out = reduce_raw(x, dims, ReduceKind::sum);
@@ -140,6 +143,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
+  profile::OpScope prof(profile::Kind::reduce);
   check_reduce_input(x, "mean");
   const auto dims = reduce_dims(x, dims_in, "mean");
   int64_t count = 1;
@@ -149,6 +153,7 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) 
 }
 
 Tensor max(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
+  profile::OpScope prof(profile::Kind::reduce);
   check_reduce_input(x, "max");
   const auto dims = reduce_dims(x, dims_in, "max");
   for (int64_t d : dims)
@@ -168,6 +173,7 @@ Tensor max(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
 }
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {
+  profile::OpScope prof(profile::Kind::reduce);
   if (x.shape() == shape) return x;
   const int64_t lead = x.dim() - static_cast<int64_t>(shape.size());
   TFM_CHECK(lead >= 0, "sum_to: cannot reduce shape ", shape_str(x.shape()), " to ", shape_str(shape));

@@ -8,6 +8,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "ops.h"
+#include "profile.h"
 
 namespace tfm::core {
 
@@ -98,6 +99,7 @@ Tensor Tensor::view(const Shape& s) const {
 }
 
 Tensor reshape(const Tensor& x, const Shape& s) {
+  profile::OpScope prof(profile::Kind::shape);
   const Shape shape = infer_shape(x, s, "reshape");
   if (auto st = view_strides(x.shape(), x.strides(), shape)) {
     Tensor out = make_view(x, shape, *st, x.offset());
@@ -108,6 +110,7 @@ Tensor reshape(const Tensor& x, const Shape& s) {
 }
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
+  profile::OpScope prof(profile::Kind::shape);
   TFM_CHECK(static_cast<int64_t>(dims.size()) == x.dim(), "permute: ", dims.size(),
             " dims given for a tensor of shape ", shape_str(x.shape()));
   Shape shape(dims.size()), strides(dims.size());
@@ -126,6 +129,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 }
 
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
+  profile::OpScope prof(profile::Kind::shape);
   std::vector<int64_t> dims(x.dim());
   std::iota(dims.begin(), dims.end(), 0);
   const int64_t a = wrap_dim(d0, x.dim(), "transpose"), b = wrap_dim(d1, x.dim(), "transpose");
@@ -134,6 +138,7 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  profile::OpScope prof(profile::Kind::shape);
   const int64_t d = existing_dim(x, dim, "slice");
   const int64_t n = x.shape()[d];
   TFM_CHECK(step > 0, "slice: step must be positive, got ", step);
@@ -156,6 +161,7 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
 }
 
 Tensor expand(const Tensor& x, const Shape& s) {
+  profile::OpScope prof(profile::Kind::shape);
   TFM_CHECK(static_cast<int64_t>(s.size()) >= x.dim(), "expand: target ", shape_str(s), " has fewer dims than ",
             shape_str(x.shape()));
   const int64_t lead = static_cast<int64_t>(s.size()) - x.dim();
@@ -194,6 +200,7 @@ Tensor squeeze(const Tensor& x, int64_t d) {
 }
 
 Tensor clone(const Tensor& x) {
+  profile::OpScope prof(profile::Kind::shape);
   TFM_CHECK(x.defined(), "clone: undefined tensor");
   Tensor out = empty(x.shape(), x.dtype());
   kernels::copy_into(x, out);
@@ -202,11 +209,13 @@ Tensor clone(const Tensor& x) {
 }
 
 Tensor contiguous(const Tensor& x) {
+  profile::OpScope prof(profile::Kind::shape);
   TFM_CHECK(x.defined(), "contiguous: undefined tensor");
   return x.is_contiguous() ? x : clone(x);
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+  profile::OpScope prof(profile::Kind::shape);
   TFM_CHECK(!xs.empty(), "concat: no tensors given");
   const Tensor& first = xs[0];
   const int64_t d = existing_dim(first, dim, "concat");
@@ -245,6 +254,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
+  profile::OpScope prof(profile::Kind::shape);
   TFM_CHECK(!xs.empty(), "stack: no tensors given");
   const int64_t d = wrap_dim(dim, xs[0].dim() + 1, "stack");
   std::vector<Tensor> parts;
@@ -258,6 +268,7 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  profile::OpScope prof(profile::Kind::shape);
   const int64_t d = existing_dim(x, dim, "split");
   int64_t total = 0;
   for (int64_t s : sizes) {

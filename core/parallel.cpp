@@ -2,6 +2,12 @@
 
 #include <omp.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+#include "error.h"
+
 namespace tfm::core {
 
 int num_threads() { return omp_get_max_threads(); }
@@ -10,8 +16,33 @@ void set_num_threads(int n) {
   if (n > 0) omp_set_num_threads(n);
 }
 
+int64_t parse_parallel_grain(const char* v) {
+  if (!v || !*v) return kParallelGrain;
+  char* end = nullptr;
+  errno = 0;
+  const long long g = std::strtoll(v, &end, 10);
+  TFM_CHECK(*end == '\0' && errno == 0 && g >= 1, "TFM_PARALLEL_GRAIN='", v, "' is not an integer >= 1");
+  return g;
+}
+
+namespace {
+int64_t grain_from_env() {
+  try {
+    return parse_parallel_grain(std::getenv("TFM_PARALLEL_GRAIN"));
+  } catch (const Error& e) {
+    std::fprintf(stderr, "tfm: warning: %s; using %lld\n", e.what(), static_cast<long long>(kParallelGrain));
+    return kParallelGrain;
+  }
+}
+}  // namespace
+
+int64_t parallel_grain() {
+  static const int64_t grain = grain_from_env();
+  return grain;
+}
+
 bool should_parallelize(int64_t work) {
-  return work >= kParallelGrain && !omp_in_parallel() && omp_get_max_threads() > 1;
+  return work >= parallel_grain() && !omp_in_parallel() && omp_get_max_threads() > 1;
 }
 
 }  // namespace tfm::core

@@ -72,8 +72,13 @@ inline float vtanh(float x) {
 // Chebyshev fit of Numerical Recipes (2nd ed., §6.2, "erfcc"), relative
 // error below 1.2e-7 for every z >= 0. In the exponent, z² (up to ~40) must
 // not be rounded: it is taken as x²/2 = h + l exactly (l from an FMA) and
-// e^{−h} and e^{P − l} are formed apart.
-inline float vnormal_cdf(float x) {
+// e^{−h} and e^{P − l} are formed apart. vnormal_cdf_gauss also returns
+// e^{−h} = e^{−x²/2}, which GELU's derivative needs (one exponential fewer).
+struct CdfGauss {
+  float cdf;    // Φ(x)
+  float gauss;  // e^{−x²/2} (the normal density times √(2π)), bit for bit vexp(−0.5f·x·x)
+};
+inline CdfGauss vnormal_cdf_gauss(float x) {
   const float ax = x < 0.0f ? -x : x;
   const float a = ax > 20.0f ? 20.0f : ax;  // Φ(−20) underflows anyway; keeps ±inf finite inside
   const float t = 1.0f / (1.0f + 0.35355339059327376f * a);  // z/2 = a/(2√2)
@@ -89,8 +94,13 @@ inline float vnormal_cdf(float x) {
   p = p * t - 1.26551223f;
   const float aa = a * a;
   const float h = 0.5f * aa, l = 0.5f * __builtin_fmaf(a, a, -aa);
-  const float half_erfc = 0.5f * t * vexp(-h) * vexp(p - l);
-  return x <= 0.0f ? half_erfc : 1.0f - half_erfc;
+  // e^{−h}: 0.5·a² rounds like (−0.5·x)·x (power-of-two scaling commutes with
+  // rounding), and beyond |x| = 20 both arguments clamp inside vexp.
+  const float gauss = vexp(-h);
+  const float half_erfc = 0.5f * t * gauss * vexp(p - l);
+  return {x <= 0.0f ? half_erfc : 1.0f - half_erfc, gauss};
 }
+
+inline float vnormal_cdf(float x) { return vnormal_cdf_gauss(x).cdf; }
 
 }  // namespace tfm::core::vmath

@@ -1,5 +1,6 @@
 #include "optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/autograd.h"
@@ -57,14 +58,42 @@ void Optimizer::step() {
     }
   }
   ++steps_;
+  // One piece per kUpdateChunk elements of every parameter with a gradient.
+  struct Piece {
+    float* p;
+    const float* g;
+    float* slots[2];
+    int64_t n;
+    float wd;
+  };
+  const std::size_t n_slots = slot_names().size();
+  TFM_CHECK(n_slots <= 2, "optimizer: at most 2 state tensors per parameter, got ", n_slots);
+  std::vector<Piece> pieces;
+  std::vector<Tensor> grads;  // keeps contiguous copies alive
+  int64_t total = 0;
   for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
     ParamGroup& g = groups_[gi];
     for (std::size_t pi = 0; pi < g.params.size(); ++pi) {
       Tensor& p = g.params[pi];
       const Tensor grad = p.grad();
       if (!grad.defined()) continue;
-      update(p, grad.contiguous(), slots_[gi][pi], g.weight_decay);
+      grads.push_back(grad.contiguous());
+      float* pp = p.data<float>();
+      const float* gp = grads.back().data<float>();
+      const int64_t n = p.numel();
+      for (int64_t off = 0; off < n; off += kUpdateChunk) {
+        Piece c{pp + off, gp + off, {nullptr, nullptr}, std::min(kUpdateChunk, n - off), g.weight_decay};
+        for (std::size_t k = 0; k < n_slots; ++k) c.slots[k] = slots_[gi][pi][k].data<float>() + off;
+        pieces.push_back(c);
+      }
+      total += n;
     }
+  }
+  const int64_t n_pieces = static_cast<int64_t>(pieces.size());
+#pragma omp parallel for schedule(static) if (core::should_parallelize(total))
+  for (int64_t i = 0; i < n_pieces; ++i) {
+    const Piece& c = pieces[i];
+    update(c.p, c.g, c.slots, c.n, c.wd);
   }
 }
 
@@ -114,15 +143,11 @@ SGD::SGD(std::vector<ParamGroup> groups, float lr, float momentum, bool nesterov
   TFM_CHECK(!nesterov || (momentum > 0.0f && dampening == 0.0f), "sgd: Nesterov needs momentum > 0 and no dampening");
 }
 
-void SGD::update(Tensor& p, const Tensor& g, std::vector<Tensor>& slots, float wd) {
-  float* pp = p.data<float>();
-  const float* gp = g.data<float>();
-  float* buf = slots[0].data<float>();
-  const int64_t n = p.numel();
+void SGD::update(float* pp, const float* gp, float* const* slots, int64_t n, float wd) const {
+  float* buf = slots[0];
   const bool first = steps_ == 1;
   const float lr = lr_, mu = momentum_, damp = dampening_;
   const bool nesterov = nesterov_;
-#pragma omp parallel for schedule(static) if (core::should_parallelize(n))
   for (int64_t i = 0; i < n; ++i) {
     float d = gp[i] + wd * pp[i];
     if (mu != 0.0f) {
@@ -142,12 +167,9 @@ Adam::Adam(std::vector<ParamGroup> groups, float lr, float beta1, float beta2, f
   TFM_CHECK(eps > 0.0f, "adam: eps must be positive, got ", eps);
 }
 
-void Adam::update(Tensor& p, const Tensor& g, std::vector<Tensor>& slots, float wd) {
-  float* pp = p.data<float>();
-  const float* gp = g.data<float>();
-  float* m = slots[0].data<float>();
-  float* v = slots[1].data<float>();
-  const int64_t n = p.numel();
+void Adam::update(float* pp, const float* gp, float* const* slots, int64_t n, float wd) const {
+  float* m = slots[0];
+  float* v = slots[1];
   const double t = static_cast<double>(steps_);
   const float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1_), t));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2_), t)));
@@ -155,7 +177,6 @@ void Adam::update(Tensor& p, const Tensor& g, std::vector<Tensor>& slots, float 
   const float b1 = beta1_, b2 = beta2_, eps = eps_;
   const float decay = decoupled_ ? 1.0f - lr_ * wd : 1.0f;
   const float l2 = decoupled_ ? 0.0f : wd;
-#pragma omp parallel for schedule(static) if (core::should_parallelize(n))
   for (int64_t i = 0; i < n; ++i) {
     const float gi = gp[i] + l2 * pp[i];
     m[i] = b1 * m[i] + (1.0f - b1) * gi;
@@ -166,31 +187,74 @@ void Adam::update(Tensor& p, const Tensor& g, std::vector<Tensor>& slots, float 
 
 // ---------------------------------------------------------------- clipping
 
-float grad_norm(const std::vector<Tensor>& params) {
-  double total = 0;
+namespace {
+
+// The gradients of `params` (contiguous; copies only where needed) cut into
+// pieces of kUpdateChunk elements.
+struct GradPieces {
+  std::vector<Tensor> grads;
+  std::vector<std::pair<float*, int64_t>> pieces;
+  int64_t total = 0;
+};
+
+GradPieces grad_pieces(const std::vector<Tensor>& params) {
+  GradPieces gp;
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    const Tensor gc = g.contiguous();
-    const float* gp = gc.data<float>();
-    const int64_t n = gc.numel();
-    double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (core::should_parallelize(n))
-    for (int64_t i = 0; i < n; ++i) s += static_cast<double>(gp[i]) * gp[i];
-    total += s;
+    gp.grads.push_back(g.contiguous());
+    float* d = gp.grads.back().data<float>();
+    const int64_t n = g.numel();
+    for (int64_t off = 0; off < n; off += kUpdateChunk) gp.pieces.emplace_back(d + off, std::min(kUpdateChunk, n - off));
+    gp.total += n;
   }
-  return static_cast<float>(std::sqrt(total));
+  return gp;
+}
+
+// Sum of squares of every piece, per piece in double, then added in order:
+// the same bits whatever the thread count.
+double sum_of_squares(const GradPieces& gp) {
+  const int64_t n_pieces = static_cast<int64_t>(gp.pieces.size());
+  std::vector<double> partial(gp.pieces.size());
+#pragma omp parallel for schedule(static) if (core::should_parallelize(gp.total))
+  for (int64_t i = 0; i < n_pieces; ++i) {
+    const auto [d, n] = gp.pieces[i];
+    double s = 0;
+    // simd lanes keep their own partial sums (a fixed order for a given build):
+    // a single running sum is one dependent add per element, 4x slower.
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += static_cast<double>(d[j]) * d[j];
+    partial[i] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+}  // namespace
+
+float grad_norm(const std::vector<Tensor>& params) {
+  return static_cast<float>(std::sqrt(sum_of_squares(grad_pieces(params))));
 }
 
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
   TFM_CHECK(max_norm > 0.0f, "clip_grad_norm: max_norm must be positive, got ", max_norm);
-  const float norm = grad_norm(params);
+  GradPieces gp = grad_pieces(params);
+  const float norm = static_cast<float>(std::sqrt(sum_of_squares(gp)));
   if (!std::isfinite(norm) || norm <= max_norm) return norm;
   const float scale = max_norm / (norm + 1e-6f);
-  core::NoGradGuard no_grad;
-  for (const Tensor& p : params) {
-    Tensor g = p.grad();
-    if (g.defined()) g.mul_(scale);
+  // A gradient that was not contiguous was scaled in a copy: store it back.
+  std::size_t k = 0;
+  for (Tensor p : params) {
+    if (!p.grad().defined()) continue;
+    if (!p.grad().is_contiguous()) p.set_grad(gp.grads[k]);
+    ++k;
+  }
+  const int64_t n_pieces = static_cast<int64_t>(gp.pieces.size());
+#pragma omp parallel for schedule(static) if (core::should_parallelize(gp.total))
+  for (int64_t i = 0; i < n_pieces; ++i) {
+    const auto [d, n] = gp.pieces[i];
+    for (int64_t j = 0; j < n; ++j) d[j] *= scale;
   }
   return norm;
 }

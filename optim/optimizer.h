@@ -8,6 +8,14 @@
 //          p −= lr · (m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + ε)
 //   AdamW: as Adam without the L2 term, after p *= (1 − lr·wd) (decoupled)
 // Weight decay is per group, so biases, norms and embeddings can be excluded.
+//
+// Multi-tensor updates: step() cuts every parameter into pieces of at most
+// kUpdateChunk elements and updates all pieces of all parameters in one
+// OpenMP region (one fork/join per step instead of one per parameter);
+// each element's arithmetic is the same as a per-parameter loop, so results
+// do not depend on the chunking or the thread count. grad_norm and
+// clip_grad_norm work the same way (per-piece partial sums in double, added
+// in a fixed order).
 #pragma once
 
 #include <string>
@@ -33,6 +41,9 @@ struct ParamGroup {
 std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, Tensor>>& named, float weight_decay,
                                      bool exclude_vectors = true, bool exclude_embeddings = false);
 
+// Elements per piece of a multi-tensor update.
+inline constexpr int64_t kUpdateChunk = 1 << 14;
+
 class Optimizer {
  public:
   Optimizer(std::vector<ParamGroup> groups, float lr);
@@ -55,8 +66,10 @@ class Optimizer {
   void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps);
 
  protected:
-  // Updates one parameter; `slots` are its state tensors (see slot_names()).
-  virtual void update(Tensor& p, const Tensor& g, std::vector<Tensor>& slots, float weight_decay) = 0;
+  // Updates n consecutive elements of one parameter: p and g point at them,
+  // slots[k] at the same elements of state tensor k (see slot_names()).
+  // Called concurrently for disjoint pieces; steps_ is already advanced.
+  virtual void update(float* p, const float* g, float* const* slots, int64_t n, float weight_decay) const = 0;
   virtual std::vector<std::string> slot_names() const = 0;
 
   std::vector<ParamGroup> groups_;
@@ -73,7 +86,7 @@ class SGD final : public Optimizer {
   const char* name() const override { return "sgd"; }
 
  protected:
-  void update(Tensor& p, const Tensor& g, std::vector<Tensor>& slots, float wd) override;
+  void update(float* p, const float* g, float* const* slots, int64_t n, float wd) const override;
   std::vector<std::string> slot_names() const override { return {"momentum_buffer"}; }
 
  private:
@@ -89,7 +102,7 @@ class Adam final : public Optimizer {
   const char* name() const override { return decoupled_ ? "adamw" : "adam"; }
 
  protected:
-  void update(Tensor& p, const Tensor& g, std::vector<Tensor>& slots, float wd) override;
+  void update(float* p, const float* g, float* const* slots, int64_t n, float wd) const override;
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
 
  private:

@@ -8,6 +8,8 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/parallel.h"
+#include "core/rng.h"
 #include "gradcheck.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
@@ -203,4 +205,92 @@ TEST_CASE("bad optimizer arguments throw", "[optim]") {
   REQUIRE_THROWS_WITH(optim::Adam(one_group(p), 0.1f, 1.0f), Contains("betas"));
   REQUIRE_THROWS_WITH(optim::SGD(one_group(p), 0.1f, 0.0f, true), Contains("Nesterov"));
   REQUIRE_THROWS_WITH(optim::clip_grad_norm({p}, 0.0f), Contains("max_norm"));
+}
+
+TEST_CASE("multi-tensor AdamW over pieces of many parameters matches the per-element definition", "[optim]") {
+  // Sizes straddle the piece length so that parameters split into several
+  // pieces, one ends mid-piece, and tiny ones share the region.
+  const std::vector<int64_t> sizes = {3, optim::kUpdateChunk + 5, 2 * optim::kUpdateChunk, 17};
+  auto run = [&](int threads, std::vector<std::vector<double>>& ref) {
+    core::set_num_threads(threads);
+    core::Generator gen(5);
+    std::vector<Tensor> ps;
+    optim::ParamGroup decay, plain;
+    decay.weight_decay = 0.1f;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      Tensor p = core::randn({sizes[i]}, gen);
+      p.set_requires_grad();
+      ps.push_back(p);
+      (i % 2 ? plain : decay).names.push_back("p" + std::to_string(i));
+      (i % 2 ? plain : decay).params.push_back(p);
+    }
+    ref.clear();
+    for (const Tensor& p : ps) {
+      const auto v = p.to_vector();
+      ref.emplace_back(v.begin(), v.end());
+    }
+    std::vector<std::vector<double>> m(ref.size()), v(ref.size());
+    for (std::size_t i = 0; i < ref.size(); ++i) m[i].assign(ref[i].size(), 0.0), v[i].assign(ref[i].size(), 0.0);
+    optim::Adam opt({decay, plain}, 0.01f, 0.9f, 0.99f, 1e-8f, true);
+    for (int t = 1; t <= 3; ++t) {
+      for (std::size_t i = 0; i < ps.size(); ++i) {
+        Tensor g = core::randn(ps[i].shape(), gen);
+        ps[i].set_grad(i == 3 ? core::transpose(g.reshape({1, sizes[i]}), 0, 1).reshape({sizes[i]}) : g);
+        const auto gv = g.to_vector();
+        const double wd = i % 2 ? 0.0 : 0.1;
+        const double bc1 = 1.0 - std::pow(0.9, t), bc2 = 1.0 - std::pow(0.99, t);
+        for (std::size_t j = 0; j < gv.size(); ++j) {
+          ref[i][j] *= 1.0 - 0.01 * wd;
+          m[i][j] = 0.9 * m[i][j] + 0.1 * gv[j];
+          v[i][j] = 0.99 * v[i][j] + 0.01 * gv[j] * gv[j];
+          ref[i][j] -= 0.01 * (m[i][j] / bc1) / (std::sqrt(v[i][j] / bc2) + 1e-8);
+        }
+      }
+      opt.step();
+    }
+    std::vector<float> out;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      const auto got = ps[i].to_vector();
+      double worst = 0;
+      for (std::size_t j = 0; j < got.size(); ++j) worst = std::max(worst, std::abs(got[j] - ref[i][j]));
+      INFO("parameter " << i << " threads " << threads);
+      CHECK(worst < 2e-6);
+      out.insert(out.end(), got.begin(), got.end());
+    }
+    return out;
+  };
+  const int before = core::num_threads();
+  std::vector<std::vector<double>> ref;
+  const std::vector<float> one = run(1, ref), two = run(2, ref);
+  core::set_num_threads(before);
+  CHECK(one == two);  // bitwise the same whatever the thread count
+}
+
+TEST_CASE("clip_grad_norm over pieces matches a double reference and scales strided gradients", "[optim]") {
+  core::Generator gen(9);
+  std::vector<Tensor> ps;
+  double ss = 0;
+  for (int64_t n : {int64_t{7}, 3 * optim::kUpdateChunk + 1}) {
+    Tensor p = core::zeros({n});
+    p.set_requires_grad();
+    Tensor g = core::randn({n}, gen);
+    for (float x : g.to_vector()) ss += static_cast<double>(x) * x;
+    ps.push_back(p);
+    ps.back().set_grad(g);
+  }
+  Tensor q = core::zeros({4, 3});
+  q.set_requires_grad();
+  Tensor gq = core::randn({3, 4}, gen);
+  for (float x : gq.to_vector()) ss += static_cast<double>(x) * x;
+  q.set_grad(core::transpose(gq, 0, 1));  // a strided gradient
+  ps.push_back(q);
+  const std::vector<float> g0 = ps[1].grad().to_vector(), q0 = q.grad().to_vector();
+  CHECK(optim::grad_norm(ps) == Approx(std::sqrt(ss)).epsilon(1e-6));
+  const float norm = optim::clip_grad_norm(ps, 1.0f);
+  CHECK(norm == Approx(std::sqrt(ss)).epsilon(1e-6));
+  const double scale = 1.0 / (std::sqrt(ss) + 1e-6);
+  const std::vector<float> g1 = ps[1].grad().to_vector(), q1 = q.grad().to_vector();
+  for (std::size_t j = 0; j < g1.size(); j += 997) CHECK(g1[j] == Approx(g0[j] * scale).epsilon(1e-5));
+  for (std::size_t j = 0; j < q1.size(); ++j) CHECK(q1[j] == Approx(q0[j] * scale).epsilon(1e-5));
+  CHECK(optim::grad_norm(ps) == Approx(1.0).epsilon(1e-5));
 }

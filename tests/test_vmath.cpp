@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/vmath.h"
@@ -84,4 +85,22 @@ TEST_CASE("vnormal_cdf keeps relative precision, lower tail included", "[vmath]"
   CHECK(vm::vnormal_cdf(kInf) == 1.0f);
   CHECK(vm::vnormal_cdf(-kInf) == 0.0f);
   CHECK(std::isnan(vm::vnormal_cdf(std::nanf(""))));
+}
+
+TEST_CASE("vnormal_cdf_gauss gives vnormal_cdf and exactly vexp(-x*x/2)", "[vmath]") {
+  auto same_bits = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+  int64_t checked = 0, differ = 0;
+  for (double xd = -40.0; xd <= 40.0; xd += 1.0 / 1024 + 1e-7) {
+    const float x = static_cast<float>(xd);
+    const vm::CdfGauss c = vm::vnormal_cdf_gauss(x);
+    differ += !same_bits(c.gauss, vm::vexp(-0.5f * x * x)) || !same_bits(c.cdf, vm::vnormal_cdf(x));
+    ++checked;
+  }
+  CHECK(checked > 80000);
+  CHECK(differ == 0);
+  for (float x : {kInf, -kInf, 1e30f, -1e30f, 0.0f, -0.0f, 1e-30f}) {
+    INFO("x = " << x);
+    CHECK(same_bits(vm::vnormal_cdf_gauss(x).gauss, vm::vexp(-0.5f * x * x)));
+  }
+  CHECK(std::isnan(vm::vnormal_cdf_gauss(std::nanf("")).gauss));
 }

@@ -60,6 +60,11 @@ void add_train(CLI::App& app, Commands& c) {
   c.train_cmd->add_option("--resume", t.resume, "continue from a checkpoint file or run directory");
   c.train_cmd->add_option("--set", t.overrides, "override a config key: --set train.max_steps=100 (repeatable)")
       ->allow_extra_args(false);
+  c.train_cmd
+      ->add_option_function<int64_t>(
+          "--profile", [&t](int64_t n) { t.overrides.push_back("train.profile=" + std::to_string(n)); },
+          "time N steps per op kind and log the table (same as --set train.profile=N)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000000000}));
   c.help_cmd = app.add_subcommand("help-config", "list every config key with its default and meaning");
   c.help_cmd->add_flag("--markdown", c.markdown, "print a Markdown table");
 }

@@ -171,6 +171,8 @@ std::vector<KeySpec> make_schema() {
       key("train.shard_optimizer", V::boolean, "false",
           "MPI runs: ZeRO-1, each rank keeps and updates the optimizer state of its share of the parameters, "
           "which are then all-gathered"),
+      key("train.profile", V::integer, "0",
+          "time N training steps (after the first) per op kind and log the table; 0 off", 0, 1e12),
       key("train.skip_nonfinite", V::boolean, "false",
           "skip a step whose loss or gradient is not finite instead of stopping"),
       key("train.eval_bleu", V::boolean, "false", "seq2seq: also compute validation BLEU (greedy decoding) at each evaluation"),

@@ -8,6 +8,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/profile.h"
 #include "data/lm_data.h"
 #include "data/text.h"
 #include "data/tokenizer.h"
@@ -65,7 +66,10 @@ class LMTask final : public Task {
   const layers::Module& model() const override { return *model_; }
 
   core::Tensor next_loss(int64_t& tokens) override {
-    const data::LMBatch b = train_->next(batch_, data_gen_);
+    const data::LMBatch b = [&] {
+      core::profile::Frame prof(core::profile::Kind::data);
+      return train_->next(batch_, data_gen_);
+    }();
     tokens = b.inputs.numel();
     if (shard_size_ == 1) return model_->loss(b.inputs, b.targets, -100, label_smoothing_);
     const RowRange rows = shard_rows(batch_, shard_rank_, shard_size_);  // every row has block_size targets

@@ -20,6 +20,7 @@
 #include "core/ops.h"
 #include "core/parallel.h"
 #include "dist/comm.h"
+#include "core/profile.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
@@ -384,10 +385,13 @@ StepResult train_step(Run& r, Window& w) {
   s.step = r.step + 1;
   s.lr = r.schedule.lr_at(s.step);
   r.opt->set_lr(s.lr);
-  if (r.zero) {
-    for (core::Tensor& p : r.task->model().parameters()) p.zero_grad();  // the optimizer holds only its share
-  } else {
-    r.opt->zero_grad();
+  {
+    core::profile::Frame prof(core::profile::Kind::optimizer);
+    if (r.zero) {
+      for (core::Tensor& p : r.task->model().parameters()) p.zero_grad();  // the optimizer holds only its share
+    } else {
+      r.opt->zero_grad();
+    }
   }
   const int64_t accum = r.loop.accum;
   double loss_sum = 0;
@@ -412,6 +416,7 @@ StepResult train_step(Run& r, Window& w) {
   }
   s.finite = std::isfinite(loss_sum);
   s.loss = static_cast<float>(loss_sum / static_cast<double>(accum));
+  core::profile::Frame prof(core::profile::Kind::optimizer);
   const auto params = r.task->model().parameters();
   s.grad_norm = r.loop.clip > 0 ? optim::clip_grad_norm(params, r.loop.clip) : optim::grad_norm(params);
   s.finite = s.finite && std::isfinite(s.grad_norm);
@@ -427,6 +432,41 @@ StepResult train_step(Run& r, Window& w) {
   ++w.steps;
   return s;
 }
+
+// train.profile = N: steps 2..N+1 of this process (step 1 creates the oneDNN
+// primitives and fills the allocator cache) are timed per op kind
+// (core/profile.h) and the table is logged after them. Only train_step()
+// is profiled: logging, evaluation and checkpoints are not.
+class StepProfiler {
+ public:
+  explicit StepProfiler(int64_t steps) : steps_(steps) {}
+  StepResult run(Run& r, Window& w) {
+    const bool on = steps_ > 0 && seen_++ >= 1 && done_ < steps_;
+    if (!on) return train_step(r, w);
+    if (done_ == 0) core::profile::reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t cpu0 = core::profile::process_cpu_ns();
+    core::profile::set_enabled(true);
+    StepResult s;
+    try {
+      s = train_step(r, w);
+    } catch (...) {
+      core::profile::set_enabled(false);
+      throw;
+    }
+    core::profile::set_enabled(false);
+    wall_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cpu_ += 1e-9 * static_cast<double>(core::profile::process_cpu_ns() - cpu0);
+    if (++done_ == steps_)
+      r.log->info("train.profile: where the time of steps {}..{} went\n{}", s.step - steps_ + 1, s.step,
+                  core::profile::format_table(core::profile::rows(), wall_, steps_, cpu_));
+    return s;
+  }
+
+ private:
+  int64_t steps_, seen_ = 0, done_ = 0;
+  double wall_ = 0, cpu_ = 0;
+};
 
 int stop_nonfinite(const Run& r, const StepResult& s) {
   r.log->error("step {}: the loss ({}) or gradient norm ({}) is not finite; stopping. The last good checkpoint is {}. "
@@ -592,11 +632,12 @@ int train_process(const TrainArgs& args) {
   Window window;
   core::reset_peak_memory();
   bool saved = false;
+  StepProfiler profiler(r.cfg.get_int("train.profile"));
   while (r.step < r.loop.max_steps) {
     int64_t sig = stop_signal();  // also one during start-up; the ranks stop together
     if (dist::size() > 1) dist::allreduce_max(&sig, 1, "the agreement on a stop signal");
     if (sig != 0) return stop_on_signal(r, static_cast<int>(sig), saved);
-    const StepResult s = train_step(r, window);
+    const StepResult s = profiler.run(r, window);
     if (!s.finite && !r.loop.skip_nonfinite) return stop_nonfinite(r, s);
     saved = report_and_checkpoint(r, s, window);
     if (r.log_file) r.log_file->check();

@@ -9,6 +9,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/profile.h"
 #include "data/bleu.h"
 #include "data/chrf.h"
 #include "train/signals.h"
@@ -140,7 +141,10 @@ class TranslationTask final : public Task {
   const layers::Module& model() const override { return *model_; }
 
   core::Tensor next_loss(int64_t& tokens) override {
-    const data::TranslationBatch b = batcher_->next();
+    const data::TranslationBatch b = [&] {
+      core::profile::Frame prof(core::profile::Kind::data);
+      return batcher_->next();
+    }();
     tokens = b.tgt_tokens;
     if (shard_size_ == 1) return model_->loss(b.src, b.tgt_in, b.tgt_out, label_smoothing_);
     // Whole sentences, balanced by target tokens; the loss is per target token of the global batch.
