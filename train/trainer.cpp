@@ -419,6 +419,8 @@ void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::
   row["tokens_per_s"] = wsec > 0 ? static_cast<double>(w.tokens) / wsec : 0.0;
   row["elapsed_s"] = r.elapsed_before + std::chrono::duration<double>(now - r.start).count();
   row["step_time_s"] = wsec / static_cast<double>(w.steps);
+  row["window_s"] = wsec;           // training time of the window (bench/train_throughput sums it)
+  row["window_tokens"] = w.tokens;  // tokens trained in it, as counted by the task
   const core::MemoryStats mem = core::memory_stats();
   row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak
   row["reserved_mem_bytes"] = mem.reserved_bytes;  // tensors + allocator cache
