@@ -29,6 +29,13 @@ What is matched (layers/seq2seq.cpp, layers/blocks.cpp, layers/init.cpp):
 Speed options (bench/train_throughput uses --fast): Adam(foreach=True)
 (1.13 has no fused CPU Adam), zero_grad(set_to_none=True), causal mask as a
 float -inf bias (--causal float) or bool (bool), no anomaly detection.
+bench/torch_peer_options.sh translate (2 alternating rounds of 6 steps at
+load 12-16, indicative only), median ms/step: foreach+float 9367,
+foreach+bool 9723, no foreach+float 9927, foreach+float with
+ATEN_CPU_CAPABILITY=avx512 9123 (its two rounds 10327 and 7920: no clear
+winner; PyTorch's elementwise kernels alone are 25-30% faster with it in a
+microbenchmark, so re-run idle and set TORCH_ENV in bench/train_throughput
+if it wins). bench/train_throughput uses --foreach --causal float.
 The timed region of a step is the same as tfm's: lr update, batch
 assembly (lists -> tensors), forward, loss.item(), zero_grad, backward,
 clipping, optimizer step.
