@@ -13,7 +13,11 @@
 // Before timing, tfm's result is checked against the raw primitive's result
 // for every shape; a relative max-abs difference above 1e-3 aborts (exit 1).
 //
-// Usage: bench_matmul [--quick]   (--quick: few iterations, a smoke run)
+// Usage: bench_matmul [--quick] [--shape MxKxN]...
+//   --quick        few iterations, a smoke run
+//   --shape MxKxN  time this shape ([M,K] x [K,N]) instead of the default
+//                  list; repeatable (bench/train_throughput passes the
+//                  feed-forward shape of each workload)
 #include <dnnl.hpp>
 #include <omp.h>
 
@@ -126,11 +130,19 @@ struct Result {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  std::vector<Case> shapes;
   for (int i = 1; i < argc; ++i) {
+    long long m = 0, k = 0, n = 0;
+    char tail = 0;
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(argv[i], "--shape") == 0 && i + 1 < argc &&
+               std::sscanf(argv[i + 1], "%lldx%lldx%lld%c", &m, &k, &n, &tail) == 3 && m > 0 && k > 0 && n > 0) {
+      shapes.push_back({argv[i + 1], 1, m, k, n, false});
+      ++i;
     } else {
-      std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--shape MxKxN]... (positive M, K, N; got '%s')\n", argv[0],
+                   argv[i]);
       return 2;
     }
   }
@@ -138,13 +150,14 @@ int main(int argc, char** argv) {
   const int repeats = quick ? 2 : 5;
   const int threads = omp_get_max_threads();
 
-  const std::vector<Case> cases = {
+  const std::vector<Case> defaults = {
       {"768x128x384", 1, 768, 128, 384, false},
       {"16384x384x1536", 1, 16384, 384, 1536, false},
       {"24x(256x64x256)", 24, 256, 64, 256, false},
       {"768x128x384 trans_b", 1, 768, 128, 384, true},
       {"64x128x128", 1, 64, 128, 128, false},
   };
+  const std::vector<Case>& cases = shapes.empty() ? defaults : shapes;
 
   Generator gen(1234);
   std::vector<Result> results;

@@ -11,7 +11,9 @@ What is matched exactly (see layers/, optim/, data/, train/trainer.cpp):
              (logits = x @ tok_emb^T, no bias); fused qkv Linear(d, 3d),
              causal softmax attention with scale 1/sqrt(head_dim); FFN
              Linear(d, 4d) -> GELU (erf) -> Linear(4d, d); all Linears and
-             LNs with bias; LayerNorm eps 1e-5; no dropout.
+             LNs with bias; LayerNorm eps 1e-5; dropout (--dropout, as
+             model.dropout) where tfm has it: after the embedding sum, on
+             the attention probabilities and on both residual branches.
   init       GPT-2: every parameter with dim >= 2 ~ N(0, 0.02), except
              out_proj.weight and ffn.down.weight ~ N(0, 0.02/sqrt(2*n_layers));
              biases 0, LN weights 1.
@@ -28,6 +30,25 @@ What is matched exactly (see layers/, optim/, data/, train/trainer.cpp):
 
 The training windows come from a different RNG than tfm's, so the runs are
 not bit-identical; run several seeds to see the seed-to-seed spread.
+
+Speed (bench/train_throughput runs this with --eval-every 0 --json and reads
+the per-step wall times): the timed region of a step is the same as tfm's
+(lr update, batch sampling, forward, loss.item(), zero_grad, backward,
+clipping, optimizer step). Options tried for PyTorch 1.13 on 2 threads
+(--fast picks the fastest, README "Benchmarks"): AdamW(foreach=True)
+(multi-tensor; 1.13 has no fused AdamW on CPU), zero_grad(set_to_none=True),
+the causal mask as a precomputed additive -inf bias (--attn-mask add) or
+masked_fill (fill), autograd anomaly detection off, no profiler hooks.
+bench/torch_peer_options.sh small (3 alternating rounds, 60 steps, on a
+machine with load 12-14, so only indicative), median ms/step:
+foreach+add 122.7, foreach+fill 158.4, no foreach+add 184.8,
+foreach+add with ATEN_CPU_CAPABILITY=avx512 188.5; medium (6 layers, 384
+dims, block 256; 2 rounds of 5 steps at load 15-17): foreach+add 14403,
+foreach+fill 11453 (faster in both rounds), foreach+add+avx512 13041.
+bench/train_throughput uses --foreach with --attn-mask add for the small
+model and fill for the medium one (the two forms give the same loss and
+gradients to 5e-8). Flushing denormals would be faster
+still but changes the arithmetic and tfm does not do it, so it is left off.
 """
 import argparse
 import json
@@ -44,11 +65,12 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------- model
 
 class Attention(nn.Module):
-    def __init__(self, d, n_heads):
+    def __init__(self, d, n_heads, dropout=0.0):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, d // n_heads
         self.qkv_proj = nn.Linear(d, 3 * d, bias=True)
         self.out_proj = nn.Linear(d, d, bias=True)
+        self.attn_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x, mask):
         B, T, D = x.shape
@@ -56,9 +78,15 @@ class Attention(nn.Module):
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        att = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # [B, H, T, T]
-        att = att.masked_fill(mask[:T, :T], float("-inf"))
-        att = F.softmax(att, dim=-1)
+        if mask.dtype == torch.bool:  # masked_fill of the upper triangle
+            att = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # [B, H, T, T]
+            att = att.masked_fill(mask[:T, :T], float("-inf"))
+        else:  # additive bias (0 / -inf), fused into the scores by baddbmm
+            qf = q.reshape(B * self.n_heads, T, self.head_dim)
+            kf = k.reshape(B * self.n_heads, T, self.head_dim)
+            att = torch.baddbmm(mask[:T, :T].expand(B * self.n_heads, T, T), qf, kf.transpose(1, 2),
+                                alpha=1.0 / math.sqrt(self.head_dim)).view(B, self.n_heads, T, T)
+        att = self.attn_drop(F.softmax(att, dim=-1))
         y = (att @ v).transpose(1, 2).reshape(B, T, D)
         return self.out_proj(y)
 
@@ -74,29 +102,32 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d, n_heads, d_ff, eps):
+    def __init__(self, d, n_heads, d_ff, eps, dropout=0.0):
         super().__init__()
-        self.self_attn = Attention(d, n_heads)
+        self.self_attn = Attention(d, n_heads, dropout)
         self.attn_norm = nn.LayerNorm(d, eps=eps)
         self.ffn = FeedForward(d, d_ff)
         self.ffn_norm = nn.LayerNorm(d, eps=eps)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x, mask):
-        x = x + self.self_attn(self.attn_norm(x), mask)
-        return x + self.ffn(self.ffn_norm(x))
+        x = x + self.drop(self.self_attn(self.attn_norm(x), mask))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab, block, n_layers, n_heads, d, d_ff=0, eps=1e-5):
+    def __init__(self, vocab, block, n_layers, n_heads, d, d_ff=0, eps=1e-5, dropout=0.0, attn_mask="fill"):
         super().__init__()
         d_ff = d_ff or 4 * d
         self.block = block
         self.tok_emb = nn.Embedding(vocab, d)
         self.pos_emb = nn.Embedding(block, d)
-        self.layers = nn.ModuleList([Block(d, n_heads, d_ff, eps) for _ in range(n_layers)])
+        self.emb_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.layers = nn.ModuleList([Block(d, n_heads, d_ff, eps, dropout) for _ in range(n_layers)])
         self.final_norm = nn.LayerNorm(d, eps=eps)
-        self.register_buffer("mask", torch.triu(torch.ones(block, block, dtype=torch.bool), diagonal=1),
-                             persistent=False)
+        upper = torch.triu(torch.ones(block, block, dtype=torch.bool), diagonal=1)
+        mask = upper if attn_mask == "fill" else torch.zeros(block, block).masked_fill(upper, float("-inf"))
+        self.register_buffer("mask", mask, persistent=False)
         # GPT-2 init, as tfm's layers::init_gpt2 (+ constructor defaults for vectors).
         resid_std = 0.02 / math.sqrt(2.0 * n_layers)
         for name, p in self.named_parameters():
@@ -110,7 +141,7 @@ class GPT(nn.Module):
 
     def forward(self, ids):
         T = ids.shape[1]
-        x = self.tok_emb(ids) + self.pos_emb.weight[:T]
+        x = self.emb_drop(self.tok_emb(ids) + self.pos_emb.weight[:T])
         for layer in self.layers:
             x = layer(x, self.mask)
         x = self.final_norm(x)
@@ -218,6 +249,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--foreach", action="store_true", help="AdamW(foreach=True) (multi-tensor update)")
+    ap.add_argument("--dropout", type=float, default=0.0, help="model.dropout")
+    ap.add_argument("--attn-mask", choices=("fill", "add"), default="fill",
+                    help="causal mask by masked_fill (fill) or as an additive bias fused by baddbmm (add)")
     ap.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     ap.add_argument("--eval-tfm-checkpoint", default=None, metavar="H5",
                     help="cross-check instead of training: load a tfm checkpoint's parameters and tokenizer "
@@ -230,7 +264,7 @@ def main():
     t_start = time.perf_counter()
 
     train, valid, vocab, n_train, n_valid = load_data(a.data, a.valid_fraction)
-    model = GPT(vocab, a.block_size, a.n_layers, a.n_heads, a.d_model)
+    model = GPT(vocab, a.block_size, a.n_layers, a.n_heads, a.d_model, dropout=a.dropout, attn_mask=a.attn_mask)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
@@ -258,6 +292,7 @@ def main():
         return eval_tfm_checkpoint(a.eval_tfm_checkpoint, model, a.data, a.valid_fraction, evaluate)
 
     evals = []
+    step_s, first_loss = [], None
     timed_s, timed_tokens = 0.0, 0
     window_loss, window_n = 0.0, 0
     t_train0 = time.perf_counter()
@@ -274,6 +309,9 @@ def main():
         opt.step()
         lv = loss.item()
         dt = time.perf_counter() - t0
+        step_s.append(dt)
+        if first_loss is None:
+            first_loss = lv
         if step > a.skip_steps:
             timed_s += dt
             timed_tokens += a.batch_size * a.block_size
@@ -282,7 +320,7 @@ def main():
         if not math.isfinite(lv):
             print(f"step {step}: non-finite loss {lv}", file=sys.stderr)
             return 3
-        if (a.eval_every > 0 and step % a.eval_every == 0) or step == steps:
+        if a.eval_every > 0 and (step % a.eval_every == 0 or step == steps):
             val = evaluate()
             evals.append({"step": step, "val_loss": val})
             tps = timed_tokens / timed_s if timed_s > 0 else float("nan")
@@ -292,13 +330,18 @@ def main():
             window_loss, window_n = 0.0, 0
     wall = time.perf_counter() - t_start
     tps = timed_tokens / timed_s if timed_s > 0 else float("nan")
-    summary = {"seed": a.seed, "steps": steps, "final_val_loss": evals[-1]["val_loss"], "tokens_per_s": tps,
-               "train_s": time.perf_counter() - t_train0, "wall_s": wall, "evals": evals, "vocab": vocab,
-               "params": n_params, "threads": torch.get_num_threads()}
+    import resource
+    summary = {"seed": a.seed, "steps": steps, "final_val_loss": evals[-1]["val_loss"] if evals else None,
+               "tokens_per_s": tps, "train_s": time.perf_counter() - t_train0, "wall_s": wall, "evals": evals,
+               "vocab": vocab, "params": n_params, "threads": torch.get_num_threads(),
+               "first_loss": first_loss, "step_s": step_s, "step_tokens": [a.batch_size * a.block_size] * steps,
+               "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+               "options": {"foreach": bool(a.foreach), "attn_mask": a.attn_mask, "dropout": a.dropout}}
     print(f"tokens/s (steady state, steps {a.skip_steps + 1}..{steps}, eval excluded): {tps:.0f}")
     print(f"wall time: {wall:.1f} s (training loop {summary['train_s']:.1f} s)")
-    print("val loss: " + ", ".join(f"{e['step']}: {e['val_loss']:.4f}" for e in evals))
-    print(f"final val loss: {evals[-1]['val_loss']:.4f}")
+    if evals:
+        print("val loss: " + ", ".join(f"{e['step']}: {e['val_loss']:.4f}" for e in evals))
+        print(f"final val loss: {evals[-1]['val_loss']:.4f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(summary, f)

@@ -61,6 +61,16 @@ TEST_CASE("training a tiny GPT lowers the loss and writes a complete run directo
   const auto rows = read_metrics(run);
   REQUIRE(rows.size() == 40);
   for (const auto& key : {"step", "train_loss", "lr", "tokens_per_s", "elapsed_s"}) CHECK(rows[0].contains(key));
+  // Each row's training window (bench/train_throughput sums them): the
+  // step's tokens, and a positive time shorter than the interval since the
+  // previous row (which also holds the previous row's logging and, after
+  // step 10, its evaluation).
+  for (const auto& r : rows) {
+    CHECK(r["window_tokens"].get<int64_t>() == 8 * 32);
+    CHECK(r["window_s"].get<double>() > 0.0);
+  }
+  CHECK(rows[10]["window_s"].get<double>() <
+        rows[10]["elapsed_s"].get<double>() - rows[9]["elapsed_s"].get<double>());
   CHECK(rows.back()["train_loss"].get<double>() < rows.front()["train_loss"].get<double>() - 0.5);
   CHECK(rows[9].contains("val_loss"));
   CHECK_FALSE(rows[8].contains("val_loss"));

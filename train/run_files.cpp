@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "train/posix_file.h"
+#include "train/signals.h"
 
 namespace tfm::train {
 
@@ -54,9 +55,21 @@ struct RunLogger::FileSink final : spdlog::sinks::base_sink<std::mutex> {
   void flush_() override {}
 };
 
-RunLogger::RunLogger(const std::string& log_path, bool quiet) : sink_(std::make_shared<FileSink>(log_path)) {
+// The console copy of the log, silent once a stop signal is pending (see RunLogger).
+struct ConsoleUntilStopSink final : spdlog::sinks::stdout_sink_mt {
+  void log(const spdlog::details::log_msg& msg) override {
+    if (stop_signal() == 0) spdlog::sinks::stdout_sink_mt::log(msg);
+  }
+};
+
+RunLogger::RunLogger(const std::string& log_path, bool quiet, bool console_until_stop)
+    : sink_(std::make_shared<FileSink>(log_path)) {
   std::vector<spdlog::sink_ptr> sinks;
-  if (!quiet) sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
+  if (!quiet && console_until_stop) {
+    sinks.push_back(std::make_shared<ConsoleUntilStopSink>());
+  } else if (!quiet) {
+    sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
+  }
   sinks.push_back(sink_);
   logger_ = std::make_shared<spdlog::logger>("tfm", sinks.begin(), sinks.end());
   logger_->set_pattern("[%Y-%m-%d %H:%M:%S] %v");

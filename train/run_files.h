@@ -22,7 +22,10 @@ void append_line_checked(const std::string& path, const std::string& line);
 // write is recorded instead; check() rethrows it as tfm::Error.
 class RunLogger {
  public:
-  RunLogger(const std::string& log_path, bool quiet);
+  // quiet: train.log only. console_until_stop: the console copy stops once a
+  // stop signal is pending (under mpirun, whose launcher stops reading the
+  // ranks' output after it forwards a signal: a blocked write would hang rank 0).
+  RunLogger(const std::string& log_path, bool quiet, bool console_until_stop = false);
   const std::shared_ptr<spdlog::logger>& logger() const { return logger_; }
   // Throws naming train.log and the reason if any write to it failed.
   void check() const;

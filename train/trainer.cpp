@@ -365,7 +365,7 @@ void open_run_dir(Run& r, const Resume& resume, bool quiet) {
   const std::vector<std::string> stale = remove_stale_temp_files(r.out_dir.string());
   write_file_atomic((r.out_dir / "config.yaml").string(), r.cfg.to_yaml());
   write_file_atomic((r.out_dir / "metrics.jsonl").string(), r.metrics);
-  r.log_file = std::make_unique<RunLogger>((r.out_dir / "train.log").string(), quiet);
+  r.log_file = std::make_unique<RunLogger>((r.out_dir / "train.log").string(), quiet, dist::size() > 1);
   r.log = r.log_file->logger();
   r.tty = !quiet && isatty(STDERR_FILENO);
   for (const std::string& f : stale)
@@ -513,6 +513,8 @@ void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::
     row["comm_wait_s"] = w.comm_wait_s / static_cast<double>(w.steps);  // per step, not hidden behind backward
     row["buckets_overlapped"] = s.overlapped;                             // of this step, started during backward
   }
+  row["window_s"] = wsec;           // training time of the window (bench/train_throughput sums it)
+  row["window_tokens"] = w.tokens;  // tokens trained in it, as counted by the task
   const core::MemoryStats mem = core::memory_stats();
   row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak
   row["reserved_mem_bytes"] = mem.reserved_bytes;  // tensors + allocator cache
@@ -582,6 +584,12 @@ int stop_on_signal(Run& r, int sig, bool saved) {
   if (r.log_file) r.log_file->check();
   r.log->info("interrupted by signal {} after step {}; checkpoint saved to {}. Resume with: tfm train --resume {}", sig,
               r.step, r.last_checkpoint, r.out_dir.string());
+  // The other ranks wait for rank 0's checkpoint and log line: a rank that exits
+  // first makes mpirun kill the rest, which may still be writing.
+  if (dist::size() > 1) {
+    int64_t done = 1;
+    dist::allreduce_max(&done, 1, "the end of the interrupted run");
+  }
   return 0;
 }
 
