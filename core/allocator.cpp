@@ -82,6 +82,7 @@ void free_block(Cache& c, std::map<std::size_t, std::vector<void*>>::iterator it
   c.stats.reserved_bytes -= static_cast<int64_t>(it->first);
   c.stats.cached_bytes -= static_cast<int64_t>(it->first);
   c.stats.released_blocks++;
+  c.stats.os_frees++;
   os_free(p, it->first);
   if (it->second.empty()) c.free_lists.erase(it);
 }
@@ -124,6 +125,7 @@ void* allocate(std::size_t bytes) {
     detail::throw_error("out of memory: allocating ", bytes, " bytes (", static_cast<double>(bytes) / (1 << 30), " GiB) for a tensor failed");
   }
   header_of(p) = cls;
+  c.stats.os_allocs++;
   c.stats.reserved_bytes += static_cast<int64_t>(cls);
   return p;
 }

@@ -27,6 +27,8 @@ struct MemoryStats {
   int64_t allocations = 0;    // number of allocate() calls
   int64_t cache_hits = 0;     // allocate() calls served from a free list
   int64_t released_blocks = 0; // cached blocks given back to the OS (limit or empty_cache)
+  int64_t os_allocs = 0;      // blocks obtained from the OS (mmap or malloc)
+  int64_t os_frees = 0;       // blocks given back to the OS
   int64_t reserved_limit = 0; // a miss frees cached blocks rather than pass this (plus the new block)
 };
 

@@ -422,6 +422,8 @@ void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::
   const core::MemoryStats mem = core::memory_stats();
   row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak
   row["reserved_mem_bytes"] = mem.reserved_bytes;  // tensors + allocator cache
+  row["os_allocs"] = mem.os_allocs;                // allocator blocks taken from the OS so far
+  row["os_frees"] = mem.os_frees;                  // and given back
   row["rss_bytes"] = resident_bytes();             // the whole process
 }
 
