@@ -259,6 +259,14 @@ void set_cache_limit(int64_t bytes) {
   c.cache_floor = bytes == 0 ? kDefaultCacheFloor : bytes;
 }
 
+std::string memory_summary() {
+  const MemoryStats s = memory_stats();
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "tensor memory in use: %.1f MiB (reserved %.1f MiB)",
+                static_cast<double>(s.current_bytes) / kMiB, static_cast<double>(s.reserved_bytes) / kMiB);
+  return buf;
+}
+
 void check_allocator() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);

@@ -28,6 +28,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
+#include <string>
+
+#include "core/error.h"
 
 namespace tfm::core {
 
@@ -65,5 +69,23 @@ void set_cache_limit(int64_t bytes);
 // is findable in its pool, and the byte counters match the blocks. Throws
 // tfm::Error naming the first violation. For tests; O(number of blocks).
 void check_allocator();
+
+// "tensor memory in use: X MiB (reserved Y MiB)", for out-of-memory messages.
+std::string memory_summary();
+
+// Runs f() and turns a std::bad_alloc escaping it (memory outside tensor
+// storage: a std::vector or std::string growing while reading data,
+// training a tokenizer, decoding) into tfm::Error "out of memory while
+// WHAT (...)". A tfm::Error thrown inside passes unchanged, so the innermost
+// context, which names the allocation best, is the one reported.
+template <class F>
+decltype(auto) with_oom_context(const std::string& what, F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    detail::throw_error("out of memory while ", what, " (std::bad_alloc: the system refused memory outside tensor storage; ",
+                        memory_summary(), ")");
+  }
+}
 
 }  // namespace tfm::core

@@ -1,7 +1,9 @@
 // The tfm command line: parses the command and dispatches; nothing else.
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <iostream>
 
 #include "tools/tools_cli.h"
@@ -26,5 +28,13 @@ void default_to_passive_omp_wait(char** argv) {
 int main(int argc, char** argv) {
   tfm::train::install_stop_handlers();  // first: SIGINT/SIGTERM only set the stop flag from here on
   default_to_passive_omp_wait(argv);
-  return tfm::train::parse_and_run(argc, argv, std::cin, std::cout, std::cerr);
+  try {
+    return tfm::train::parse_and_run(argc, argv, std::cin, std::cout, std::cerr);
+  } catch (const std::bad_alloc&) {  // while parsing the command line, or writing the error itself
+    std::fputs("tfm: error: out of memory (std::bad_alloc) while starting\n", stderr);
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tfm: error: %s\n", e.what());
+    return 1;
+  }
 }

@@ -274,7 +274,9 @@ void setup(Run& r, const Resume& resume) {
   if (c.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(c.get_int("train.threads")));
   r.best_metric = c.get_string("train.best_metric");
   r.data_fingerprint = data_fingerprint(c);
-  r.task = make_task(c, resume.active() ? &resume.data : nullptr, resume.path);
+  r.task = core::with_oom_context("loading the data of data.path = " + c.get_string("data.path") +
+                                      " and building the tokenizer and model",
+                                  [&] { return make_task(c, resume.active() ? &resume.data : nullptr, resume.path); });
   r.opt = make_optimizer(c, r.task->model());
   if (higher_is_better(r.best_metric)) r.best_val = -1.0;
 }
@@ -522,7 +524,8 @@ int run_train(const TrainArgs& args) {
   bool saved = false;
   while (r.step < r.loop.max_steps) {
     if (const int sig = stop_signal(); sig != 0) return stop_on_signal(r, sig, saved);  // also one during start-up
-    const StepResult s = train_step(r, window);
+    const StepResult s =
+        core::with_oom_context("training step " + std::to_string(r.step + 1), [&] { return train_step(r, window); });
     if (!s.finite && !r.loop.skip_nonfinite) return stop_nonfinite(r, s);
     saved = report_and_checkpoint(r, s, window);
     r.log_file->check();
