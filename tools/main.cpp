@@ -25,6 +25,12 @@ void default_to_passive_omp_wait(char** argv) {
 }
 }  // namespace
 
+// Before the static constructors of tfm's own files run (those of the shared
+// libraries come first; nothing can run before the dynamic loader), so the
+// window in which SIGINT/SIGTERM still kill the process outright is as
+// short as it can be from inside it.
+__attribute__((constructor(101))) static void install_handlers_early() { tfm::train::install_stop_handlers(); }
+
 int main(int argc, char** argv) {
   tfm::train::install_stop_handlers();  // first: SIGINT/SIGTERM only set the stop flag from here on
   default_to_passive_omp_wait(argv);

@@ -312,7 +312,10 @@ void restore(Run& r, const Resume& resume) {
   TFM_CHECK(resume.meta("optimizer") == r.opt->name(), resume.path, ": optimizer state is for '",
             resume.meta("optimizer"), "', the config asks for optim.name = ", r.opt->name());
   // Skipped (non-finite) steps do not advance the optimizer: 0 <= optimizer_steps <= step.
-  r.opt->load_state(d.optimizer_state, checkpoint_int(d, "optimizer_steps", resume.path, 0, r.step));
+  // A run stopped before its first optimizer step (a signal during start-up)
+  // saved no state (the slots are made by the first step): keep the fresh one.
+  const int64_t opt_steps = checkpoint_int(d, "optimizer_steps", resume.path, 0, r.step);
+  if (opt_steps > 0 || !d.optimizer_state.empty()) r.opt->load_state(d.optimizer_state, opt_steps);
   if (resume.meta("best_metric") == r.best_metric && !resume.meta("best_value").empty())
     r.best_val = std::stod(resume.meta("best_value"));
   r.metrics = d.metrics_jsonl;
