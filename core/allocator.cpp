@@ -12,6 +12,18 @@
 
 #include <sys/mman.h>
 
+// Under AddressSanitizer, free blocks are poisoned: a kernel that reads or
+// writes a tensor's storage after it was released is reported, although the
+// memory stays mapped in the cache.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define TFM_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define TFM_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define TFM_POISON(p, n) ((void)(p), (void)(n))
+#define TFM_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace tfm::core {
 namespace {
 
@@ -88,6 +100,7 @@ bool whole_segment(const Block* b) { return !b->prev && !b->next; }
 // Unmaps the segment of `b`, an entirely free block (removed from its free set by the caller).
 void unmap_segment(Cache& c, Block* b) {
   Segment* s = b->segment;
+  TFM_UNPOISON(s->base, s->size);  // the address range may be mapped again later
   ::munmap(s->base, s->size);
   c.stats.reserved_bytes -= static_cast<int64_t>(s->size);
   c.stats.cached_bytes -= static_cast<int64_t>(s->size);
@@ -131,6 +144,7 @@ Block* new_segment(Cache& c, std::size_t size) {
     base = map_memory(seg_size);
     if (!base) return nullptr;
   }
+  TFM_POISON(base, seg_size);
   auto* s = new Segment{base, seg_size, pool_for(size), nullptr};
   auto* b = new Block{base, seg_size, false, nullptr, nullptr, s};
   s->head = b;
@@ -208,6 +222,7 @@ void* allocate(std::size_t bytes) {
                           " GiB) for a tensor failed");
   }
   maybe_split(c, b, size);
+  TFM_UNPOISON(b->ptr, b->size);
   b->allocated = true;
   c.live.emplace(b->ptr, b);
   c.stats.allocations++;
@@ -227,6 +242,7 @@ void release(void* ptr, std::size_t bytes) {
   Block* b = it->second;
   c.live.erase(it);
   b->allocated = false;
+  TFM_POISON(b->ptr, b->size);
   c.stats.current_bytes -= static_cast<int64_t>(bytes);
   c.stats.cached_bytes += static_cast<int64_t>(b->size);
   b = merge_free(c, b);
