@@ -3,45 +3,95 @@
 #include "core/error.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
-#include <iterator>
-#include <map>
+#include <memory>
 #include <mutex>
-#include <new>
+#include <set>
+#include <unordered_map>
 #include <vector>
 
 #include <sys/mman.h>
 
+// Under AddressSanitizer, free blocks are poisoned: a kernel that reads or
+// writes a tensor's storage after it was released is reported, although the
+// memory stays mapped in the cache.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define TFM_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define TFM_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define TFM_POISON(p, n) ((void)(p), (void)(n))
+#define TFM_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace tfm::core {
 namespace {
 
-constexpr std::size_t kAlignment = 64;
-// The cache may always hold this much, however small the live set.
-constexpr int64_t kMinCacheLimit = int64_t{256} << 20;
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+constexpr std::size_t kRound = 512;              // every block size is a multiple of this
+constexpr std::size_t kSmallMax = kMiB;          // requests below this use the small pool
+constexpr std::size_t kSmallSegment = 2 * kMiB;  // small-pool segment
+constexpr std::size_t kMediumMax = 10 * kMiB;    // large requests below this share 20 MiB segments
+constexpr std::size_t kMediumSegment = 20 * kMiB;
+constexpr std::size_t kLargeRound = 2 * kMiB;    // larger requests: own segment, rounded to this
+constexpr std::size_t kLargeSplitMin = kMiB;     // a large-pool block is split only if more than this remains
+constexpr int64_t kDefaultCacheFloor = int64_t{256} << 20;
 
-// Rounds up so that only the three bits below the leading one may be set
-// (classes 8, 9, ..., 15, 16, 18, 20, ... times a power of two): at most
-// 12.5% waste, and nearby sizes share a free list. Minimum 64 bytes.
-std::size_t size_class(std::size_t bytes) {
-  if (bytes <= kAlignment) return kAlignment;
-  int lead = 63 - __builtin_clzll(bytes);
-  std::size_t step = lead >= 3 ? (std::size_t{1} << (lead - 3)) : 1;
-  std::size_t rounded = (bytes + step - 1) / step * step;
-  return (rounded + kAlignment - 1) / kAlignment * kAlignment;
+enum Pool { kSmall = 0, kLarge = 1 };
+
+struct Segment;
+
+struct Block;
+
+// Free blocks ordered by (size, address): lower_bound gives the best fit.
+struct BySize {
+  bool operator()(const Block* a, const Block* b) const;
+};
+using FreeSet = std::set<Block*, BySize>;
+
+// A contiguous piece of a segment, allocated or free. Blocks of a segment
+// form a doubly linked list in address order. A block outside a free set
+// holds its set node, so release() can file it again without allocating
+// (it runs in destructors, where a bad_alloc would terminate the process).
+struct Block {
+  char* ptr = nullptr;
+  std::size_t size = 0;
+  bool allocated = false;
+  Block* prev = nullptr;
+  Block* next = nullptr;
+  Segment* segment = nullptr;
+  FreeSet::node_type node;
+};
+
+bool BySize::operator()(const Block* a, const Block* b) const {
+  return a->size != b->size ? a->size < b->size : a->ptr < b->ptr;
 }
 
-// Each block carries its size class in a header just before the pointer
-// handed out, so a block can serve a smaller request and still go back to
-// its own list.
-constexpr std::size_t kHeader = kAlignment;
+struct Segment {
+  char* base = nullptr;
+  std::size_t size = 0;
+  Pool pool = kSmall;
+  Block* head = nullptr;  // the block at base; never deleted by a merge (merges keep the lower block)
+};
 
-std::size_t& header_of(void* p) { return *reinterpret_cast<std::size_t*>(static_cast<char*>(p) - kHeader); }
+// A new block outside any free set, with its set node allocated up front.
+Block* make_block(char* ptr, std::size_t size, Block* prev, Block* next, Segment* segment) {
+  auto b = std::make_unique<Block>(Block{ptr, size, false, prev, next, segment, {}});
+  FreeSet one;
+  one.insert(b.get());
+  b->node = one.extract(one.begin());
+  return b.release();
+}
 
 struct Cache {
   std::mutex mu;
-  std::map<std::size_t, std::vector<void*>> free_lists;  // by block size; no empty lists
+  FreeSet free_blocks[2];
+  std::unordered_map<void*, Block*> live;  // allocated blocks by pointer
+  std::set<Segment*> segments;
   MemoryStats stats;
   int64_t max_live = 0;  // largest current_bytes ever (not reset by reset_peak_memory)
+  int64_t cache_floor = kDefaultCacheFloor;
 };
 
 Cache& cache() {
@@ -49,93 +99,172 @@ Cache& cache() {
   return *c;
 }
 
-// Blocks from 1 MiB up are mapped directly, one page in front holding the
-// header: unmapping gives them back to the OS at once. Through malloc they
-// would raise glibc's dynamic mmap threshold and end up on its heap, where
-// freed memory stays resident (a long translation run grew by >1 GB so).
-constexpr std::size_t kMapMin = std::size_t{1} << 20;
-constexpr std::size_t kPage = 4096;
+std::size_t round_up(std::size_t n, std::size_t m) { return (n + m - 1) / m * m; }
 
-void* os_alloc(std::size_t cls) {
-  if (cls >= kMapMin) {
-    void* base = ::mmap(nullptr, cls + kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return base == MAP_FAILED ? nullptr : static_cast<char*>(base) + kPage;
-  }
-  void* raw = std::aligned_alloc(kAlignment, cls + kHeader);
-  return raw ? static_cast<char*>(raw) + kHeader : nullptr;
+std::size_t block_size_for(std::size_t bytes) { return bytes == 0 ? kRound : round_up(bytes, kRound); }
+
+Pool pool_for(std::size_t size) { return size < kSmallMax ? kSmall : kLarge; }
+
+std::size_t segment_size_for(std::size_t size) {
+  if (size < kSmallMax) return kSmallSegment;
+  if (size < kMediumMax) return kMediumSegment;
+  return round_up(size, kLargeRound);
 }
 
-void os_free(void* p, std::size_t cls) {
-  if (cls >= kMapMin) {
-    ::munmap(static_cast<char*>(p) - kPage, cls + kPage);
-  } else {
-    std::free(static_cast<char*>(p) - kHeader);
+int64_t reserved_limit(const Cache& c) { return std::max<int64_t>(2 * c.max_live, c.cache_floor); }
+
+bool whole_segment(const Block* b) { return !b->prev && !b->next; }
+
+// Unmaps the segment of `b`, an entirely free block (removed from its free set by the caller).
+void unmap_segment(Cache& c, Block* b) {
+  Segment* s = b->segment;
+  TFM_UNPOISON(s->base, s->size);  // the address range may be mapped again later
+  ::munmap(s->base, s->size);
+  c.stats.reserved_bytes -= static_cast<int64_t>(s->size);
+  c.stats.cached_bytes -= static_cast<int64_t>(s->size);
+  c.stats.os_frees++;
+  c.stats.segments--;
+  c.segments.erase(s);
+  delete b;
+  delete s;
+}
+
+// Gives back entirely free segments, largest first, until `need` more bytes
+// fit under `limit` (need < 0: all of them).
+void release_free_segments(Cache& c, int64_t need, int64_t limit) {
+  std::vector<Block*> candidates;
+  for (auto& set : c.free_blocks)
+    for (Block* b : set)
+      if (whole_segment(b)) candidates.push_back(b);
+  std::sort(candidates.begin(), candidates.end(), [](const Block* a, const Block* b) { return a->size > b->size; });
+  for (Block* b : candidates) {
+    if (need >= 0 && c.stats.reserved_bytes + need <= limit) break;
+    c.free_blocks[b->segment->pool].erase(b);
+    unmap_segment(c, b);
   }
 }
 
-// Reserved memory a miss may not take the total past (see allocator.h).
-int64_t reserved_limit(const Cache& c) { return std::max<int64_t>(2 * c.max_live, kMinCacheLimit); }
+char* map_memory(std::size_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+}
 
-void free_block(Cache& c, std::map<std::size_t, std::vector<void*>>::iterator it) {
-  void* p = it->second.back();
-  it->second.pop_back();
-  c.stats.reserved_bytes -= static_cast<int64_t>(it->first);
-  c.stats.cached_bytes -= static_cast<int64_t>(it->first);
-  c.stats.released_blocks++;
-  os_free(p, it->first);
-  if (it->second.empty()) c.free_lists.erase(it);
+// Maps a new segment for a block of `size` bytes; returns its single free
+// block (not yet in a free set), or nullptr when the OS refuses.
+Block* new_segment(Cache& c, std::size_t size) {
+  const std::size_t seg_size = segment_size_for(size);
+  const int64_t limit = c.stats.reserved_limit = reserved_limit(c);
+  if (c.stats.reserved_bytes + static_cast<int64_t>(seg_size) > limit)
+    release_free_segments(c, static_cast<int64_t>(seg_size), limit);
+  char* base = map_memory(seg_size);
+  if (!base) {  // out of memory: give back every free segment and try once more
+    release_free_segments(c, -1, 0);
+    base = map_memory(seg_size);
+    if (!base) return nullptr;
+  }
+  TFM_POISON(base, seg_size);
+  auto* s = new Segment{base, seg_size, pool_for(size), nullptr};
+  Block* b = make_block(base, seg_size, nullptr, nullptr, s);
+  s->head = b;
+  c.segments.insert(s);
+  c.stats.os_allocs++;
+  c.stats.segments++;
+  c.stats.reserved_bytes += static_cast<int64_t>(seg_size);
+  c.stats.peak_reserved_bytes = std::max(c.stats.peak_reserved_bytes, c.stats.reserved_bytes);
+  c.stats.cached_bytes += static_cast<int64_t>(seg_size);
+  return b;
+}
+
+// Cuts `b` (free, in no free set) to `size` bytes when the rest is worth a
+// block of its own; the rest goes to the free set.
+void maybe_split(Cache& c, Block* b, std::size_t size) {
+  const std::size_t rest = b->size - size;
+  const bool worth = b->segment->pool == kSmall ? rest >= kRound : rest > kLargeSplitMin;
+  if (!worth) return;
+  Block* r = make_block(b->ptr + size, rest, b, b->next, b->segment);
+  if (b->next) b->next->prev = r;
+  b->next = r;
+  b->size = size;
+  c.free_blocks[b->segment->pool].insert(std::move(r->node));
+  c.stats.splits++;
+}
+
+// Merges free `b` (in no free set) with its free neighbours; returns the merged block.
+Block* merge_free(Cache& c, Block* b) {
+  auto& set = c.free_blocks[b->segment->pool];
+  if (Block* n = b->next; n && !n->allocated) {
+    set.erase(n);
+    b->size += n->size;
+    b->next = n->next;
+    if (n->next) n->next->prev = b;
+    delete n;
+    c.stats.merges++;
+  }
+  if (Block* p = b->prev; p && !p->allocated) {
+    p->node = set.extract(p);  // p survives: it keeps its node to be filed again
+    p->size += b->size;
+    p->next = b->next;
+    if (b->next) b->next->prev = p;
+    delete b;
+    b = p;
+    c.stats.merges++;
+  }
+  return b;
+}
+
+[[noreturn]] void fail_release(const void* ptr) {
+  // Not reachable from user input: a pointer that allocate() did not hand
+  // out is a bug in tfm, and continuing would corrupt the heap.
+  std::fprintf(stderr, "tfm: internal error: release() of %p, which the tensor allocator did not hand out\n", ptr);
+  std::abort();
 }
 
 }  // namespace
 
 void* allocate(std::size_t bytes) {
-  const std::size_t cls = size_class(bytes);
+  const std::size_t size = block_size_for(bytes);
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
+  auto& set = c.free_blocks[pool_for(size)];
+  Block probe{nullptr, size};
+  auto it = set.lower_bound(&probe);
+  Block* b = nullptr;
+  if (it != set.end()) {
+    b = *it;
+    b->node = set.extract(it);
+    c.stats.cache_hits++;
+  } else {
+    b = new_segment(c, size);
+    if (!b)
+      detail::throw_error("out of memory: allocating ", bytes, " bytes (", static_cast<double>(bytes) / (1 << 30),
+                          " GiB) for a tensor failed");
+  }
+  maybe_split(c, b, size);
+  TFM_UNPOISON(b->ptr, b->size);
+  b->allocated = true;
+  c.live.emplace(b->ptr, b);
   c.stats.allocations++;
+  c.stats.cached_bytes -= static_cast<int64_t>(b->size);
   c.stats.current_bytes += static_cast<int64_t>(bytes);
   c.stats.peak_bytes = std::max(c.stats.peak_bytes, c.stats.current_bytes);
   c.max_live = std::max(c.max_live, c.stats.current_bytes);
-  // Best fit: the smallest cached block that holds the request and is less
-  // than twice its size (a larger one stays for a larger request).
-  auto it = c.free_lists.lower_bound(cls);
-  if (it != c.free_lists.end() && it->first < 2 * cls) {
-    void* p = it->second.back();
-    it->second.pop_back();
-    c.stats.cached_bytes -= static_cast<int64_t>(it->first);
-    if (it->second.empty()) c.free_lists.erase(it);
-    c.stats.cache_hits++;
-    return p;
-  }
-  // A miss. Keep the cache from growing without bound when shapes vary
-  // (translation batches): before taking more from the OS, give back the
-  // largest cached blocks while the total would pass twice the largest
-  // live set seen so far.
-  const int64_t limit = c.stats.reserved_limit = reserved_limit(c);
-  while (!c.free_lists.empty() && c.stats.reserved_bytes + static_cast<int64_t>(cls) > limit)
-    free_block(c, std::prev(c.free_lists.end()));
-  void* p = os_alloc(cls);
-  if (!p && !c.free_lists.empty()) {  // out of memory: give back the whole cache and try once more
-    while (!c.free_lists.empty()) free_block(c, c.free_lists.begin());
-    p = os_alloc(cls);
-  }
-  if (!p) {
-    c.stats.current_bytes -= static_cast<int64_t>(bytes);
-    detail::throw_error("out of memory: allocating ", bytes, " bytes (", static_cast<double>(bytes) / (1 << 30), " GiB) for a tensor failed");
-  }
-  header_of(p) = cls;
-  c.stats.reserved_bytes += static_cast<int64_t>(cls);
-  return p;
+  return b->ptr;
 }
 
 void release(void* ptr, std::size_t bytes) {
   if (!ptr) return;
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  const std::size_t cls = header_of(ptr);
+  auto it = c.live.find(ptr);
+  if (it == c.live.end()) fail_release(ptr);
+  Block* b = it->second;
+  c.live.erase(it);
+  b->allocated = false;
+  TFM_POISON(b->ptr, b->size);
   c.stats.current_bytes -= static_cast<int64_t>(bytes);
-  c.stats.cached_bytes += static_cast<int64_t>(cls);
-  c.free_lists[cls].push_back(ptr);
+  c.stats.cached_bytes += static_cast<int64_t>(b->size);
+  b = merge_free(c, b);
+  c.free_blocks[b->segment->pool].insert(std::move(b->node));  // allocates nothing
 }
 
 MemoryStats memory_stats() {
@@ -154,7 +283,65 @@ void reset_peak_memory() {
 void empty_cache() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  while (!c.free_lists.empty()) free_block(c, c.free_lists.begin());
+  release_free_segments(c, -1, 0);
+}
+
+void set_cache_limit(int64_t bytes) {
+  TFM_CHECK(bytes >= 0, "set_cache_limit: the limit must be >= 0 bytes (0 restores the default), got ", bytes);
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.cache_floor = bytes == 0 ? kDefaultCacheFloor : bytes;
+}
+
+std::string memory_summary() {
+  const MemoryStats s = memory_stats();
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "tensor memory in use: %.1f MiB (reserved %.1f MiB)",
+                static_cast<double>(s.current_bytes) / kMiB, static_cast<double>(s.reserved_bytes) / kMiB);
+  return buf;
+}
+
+void check_allocator() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  int64_t reserved = 0, free_bytes = 0, n_free = 0, n_live = 0;
+  for (const Segment* s : c.segments) {
+    reserved += static_cast<int64_t>(s->size);
+    TFM_CHECK(s->head && s->head->ptr == s->base && !s->head->prev, "allocator: segment ", static_cast<const void*>(s->base),
+              " does not start with its first block");
+    const char* expect = s->base;
+    for (const Block* b = s->head; b; b = b->next) {
+      TFM_CHECK(b->segment == s, "allocator: block ", static_cast<const void*>(b->ptr), " names another segment");
+      TFM_CHECK(b->ptr == expect, "allocator: block ", static_cast<const void*>(b->ptr), " is not where the previous one ends (",
+                static_cast<const void*>(expect), ")");
+      TFM_CHECK(b->size > 0 && b->size % kRound == 0 && reinterpret_cast<std::uintptr_t>(b->ptr) % kRound == 0,
+                "allocator: block ", static_cast<const void*>(b->ptr), " of ", b->size, " bytes is not 512-byte aligned");
+      TFM_CHECK(!b->next || b->next->prev == b, "allocator: broken neighbour links at ", static_cast<const void*>(b->ptr));
+      if (b->allocated) {
+        ++n_live;
+        auto it = c.live.find(b->ptr);
+        TFM_CHECK(it != c.live.end() && it->second == b, "allocator: allocated block ", static_cast<const void*>(b->ptr),
+                  " is not in the live table");
+      } else {
+        ++n_free;
+        free_bytes += static_cast<int64_t>(b->size);
+        TFM_CHECK(!b->next || b->next->allocated, "allocator: free neighbours at ", static_cast<const void*>(b->ptr),
+                  " were not merged");
+        TFM_CHECK(c.free_blocks[s->pool].count(const_cast<Block*>(b)) == 1, "allocator: free block ",
+                  static_cast<const void*>(b->ptr), " is missing from its pool");
+      }
+      expect = b->ptr + b->size;
+    }
+    TFM_CHECK(expect == s->base + s->size, "allocator: the blocks of segment ", static_cast<const void*>(s->base),
+              " do not cover it exactly");
+  }
+  TFM_CHECK(n_free == static_cast<int64_t>(c.free_blocks[0].size() + c.free_blocks[1].size()),
+            "allocator: the free sets hold blocks that are in no segment");
+  TFM_CHECK(n_live == static_cast<int64_t>(c.live.size()), "allocator: the live table holds blocks that are in no segment");
+  TFM_CHECK(reserved == c.stats.reserved_bytes, "allocator: reserved_bytes ", c.stats.reserved_bytes, " but segments hold ", reserved);
+  TFM_CHECK(free_bytes == c.stats.cached_bytes, "allocator: cached_bytes ", c.stats.cached_bytes, " but free blocks hold ", free_bytes);
+  TFM_CHECK(static_cast<int64_t>(c.segments.size()) == c.stats.segments, "allocator: segment count ", c.stats.segments,
+            " but ", c.segments.size(), " are mapped");
 }
 
 }  // namespace tfm::core

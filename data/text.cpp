@@ -2,9 +2,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
+#include "core/allocator.h"
 #include "core/error.h"
 
 namespace tfm::data {
@@ -12,10 +15,19 @@ namespace tfm::data {
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) detail::throw_error(path, ": cannot open (", std::strerror(errno), ")");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  TFM_CHECK(!in.bad(), path, ": read error");
-  return ss.str();
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);  // fails for FIFOs and /dev/stdin: read them anyway
+  // Read in blocks, not through `ss << in.rdbuf()`: a stream swallows a
+  // std::bad_alloc from its own buffer and hands back a truncated text.
+  return core::with_oom_context("reading " + path + (ec ? std::string() : " (" + std::to_string(size) + " bytes)"), [&] {
+    std::string text;
+    if (!ec) text.reserve(static_cast<std::size_t>(size));
+    std::vector<char> buf(std::size_t{1} << 16);
+    while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0)
+      text.append(buf.data(), static_cast<std::size_t>(in.gcount()));
+    TFM_CHECK(!in.bad(), path, ": read error");
+    return text;
+  });
 }
 
 std::vector<char32_t> decode_utf8(const std::string& s, const std::string& origin) {

@@ -79,6 +79,7 @@ std::vector<std::vector<int32_t>> greedy(const Seq2Seq& model, const Tensor& src
   for (int64_t b = 0; b < B; ++b) sent[b] = b;
   std::vector<int32_t> tokens(static_cast<std::size_t>(B), opt.bos);
   while (!sent.empty()) {
+    if (opt.stop && opt.stop()) break;
     const Tensor logits = model.decode_step(token_column(tokens), st);
     const float* lg = logits.data<float>();
     std::vector<int64_t> keep, next_sent;
@@ -153,6 +154,7 @@ std::vector<std::vector<int32_t>> beam_search(const Seq2Seq& model, const Tensor
   std::vector<Candidate> cands, row_best;
 
   for (int64_t step = 1; !active.empty(); ++step) {  // step: output length after this token
+    if (opt.stop && opt.stop()) break;
     const Tensor logp = core::log_softmax(model.decode_step(token_column(tokens), st), -1);
     const float* lp = logp.data<float>();
     std::vector<int64_t> next_active, idx;

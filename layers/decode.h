@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "layers/seq2seq.h"
@@ -13,6 +14,11 @@ struct DecodeOptions {
   float length_penalty = 1.0f;  // GNMT alpha: score / ((5 + len) / 6)^alpha, len counting EOS; 0 disables
   float max_len_ratio = 1.5f;   // at most ratio · source length (non-pad) + 10 tokens, and model max_len
   int32_t bos = 2, eos = 3;
+  // Polled before every decoding step (greedy or beam); when it returns
+  // true, translate() returns at once with what it has (partial outputs,
+  // for the caller to discard). The trainer passes its stop-signal check so
+  // SIGINT/SIGTERM ends a BLEU pass within one step. Empty: never stops.
+  std::function<bool()> stop;
 };
 
 // src: i32 [B, S] padded with the model's pad id. Returns, per sentence, the

@@ -11,9 +11,10 @@
 # 0 with a "tfm: warning:" line (inspect: a "warning" line in its summary). A trial is a crash when tfm dies of a
 # signal, hits the timeout, exits with another status or prints an
 # uncaught exception; it is silently wrong when tfm exits 0 without saying
-# anything. The files/signals/run-directory half of the issue (branch
-# rel_io) adds its trials through scripts/fault_trials_io.sh when present:
-# that file is sourced and calls `trial CATEGORY error|warn CMD...` too.
+# anything. The files/signals/run-directory half of the issue is
+# scripts/fault_trials_io.sh, sourced when present: disk-full (root only),
+# kill -9 during saves, signals at random moments, two writers on one run
+# directory, each scenario judged by its own checks (see that file).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" 2>/dev/null && pwd) || { echo "fault_trials: no build directory ${1:-$root/build}" >&2; exit 2; }

@@ -155,6 +155,15 @@ TEST_CASE("a signal right after start-up is kept and gives a checkpoint at step 
   CHECK(tfm::test::exited_with(status, 0));
   REQUIRE(fs::exists(out / "last.h5"));
   CHECK(load_checkpoint((out / "last.h5").string()).ints.at("step") == 0);
+  // The step-0 checkpoint has no optimizer state yet (the first step makes
+  // it): resuming it must work all the same (it used to fail, "optimizer
+  // state 'exp_avg/...' is missing").
+  const pid_t again = tfm::test::spawn_tfm({"train", "--resume", out.string(), "--set", "train.max_steps=2"}, log);
+  tfm::test::ChildGuard guard2{again};
+  const int resumed = tfm::test::wait_for(again, 60);
+  INFO(read(log));
+  CHECK(tfm::test::exited_with(resumed, 0));
+  CHECK(load_checkpoint((out / "last.h5").string()).ints.at("step") == 2);
 }
 
 TEST_CASE("a second tfm train into a busy run directory is refused naming the first one's PID", "[fault][trainer][lock]") {

@@ -10,6 +10,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "core/allocator.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
@@ -46,7 +47,10 @@ std::vector<std::string> translate_all(const LoadedModel& m, const std::vector<s
       if (!ex[order[i]].src.empty()) idx.push_back(order[i]);  // empty lines translate to empty lines
     if (idx.empty()) continue;
     const data::TranslationBatch b = data::make_batch(ex, idx, m.ids());
-    const auto hyps = layers::translate(*m.model.seq2seq, b.src, opt);
+    const auto hyps = core::with_oom_context(
+        "decoding a batch of " + std::to_string(idx.size()) + " sentences of up to " + std::to_string(b.src.size(1)) +
+            " tokens (beam " + std::to_string(opt.beam) + ")",
+        [&] { return layers::translate(*m.model.seq2seq, b.src, opt); });
     for (std::size_t k = 0; k < idx.size(); ++k) out[static_cast<std::size_t>(idx[k])] = m.tok.tgt->decode(hyps[k]);
   }
   return out;
@@ -155,6 +159,23 @@ void eval_translation(const EvalArgs& args, const LoadedModel& m, std::ostream& 
       << "exact match: " << fmt_fixed(data::exact_match(hyps, refs), 2) << "%\n";
 }
 
+// The lines of `path` (UTF-8 checked), or of `in` when path is empty.
+void read_lines(const std::string& path, std::istream& in, std::vector<std::string>& lines) {
+  if (!path.empty()) {
+    const std::string text = data::read_file(path);
+    data::decode_utf8(text, path);  // reject invalid UTF-8 with its line number
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      std::size_t nl = text.find('\n', pos);
+      if (nl == std::string::npos) nl = text.size();
+      lines.push_back(text.substr(pos, nl - pos));
+      pos = nl + 1;
+    }
+  } else {
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+  }
+}
+
 }  // namespace
 
 void run_translate(const TranslateArgs& args, std::istream& in, std::ostream& out) {
@@ -168,19 +189,8 @@ void run_translate(const TranslateArgs& args, std::istream& in, std::ostream& ou
   const LoadedModel m = load_model(args.checkpoint, "seq2seq", "translate");
   const layers::DecodeOptions opt = decode_options(m, args.beam, args.length_penalty, args.max_len_ratio);
   std::vector<std::string> lines;
-  if (!args.input.empty()) {
-    const std::string text = data::read_file(args.input);
-    data::decode_utf8(text, args.input);  // reject invalid UTF-8 with its line number
-    std::size_t pos = 0;
-    while (pos < text.size()) {
-      std::size_t nl = text.find('\n', pos);
-      if (nl == std::string::npos) nl = text.size();
-      lines.push_back(text.substr(pos, nl - pos));
-      pos = nl + 1;
-    }
-  } else {
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-  }
+  core::with_oom_context("reading the source sentences from " + (args.input.empty() ? std::string("stdin") : args.input),
+                         [&] { read_lines(args.input, in, lines); });
   for (auto& l : lines)
     if (!l.empty() && l.back() == '\r') l.pop_back();
   for (const std::string& t : translate_all(m, lines, opt, args.batch_size)) out << t << "\n";

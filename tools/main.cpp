@@ -1,7 +1,9 @@
 // The tfm command line: parses the command and dispatches; nothing else.
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <iostream>
 
 #include "tools/tools_cli.h"
@@ -23,8 +25,22 @@ void default_to_passive_omp_wait(char** argv) {
 }
 }  // namespace
 
+// Before the static constructors of tfm's own files run (those of the shared
+// libraries come first; nothing can run before the dynamic loader), so the
+// window in which SIGINT/SIGTERM still kill the process outright is as
+// short as it can be from inside it.
+__attribute__((constructor(101))) static void install_handlers_early() { tfm::train::install_stop_handlers(); }
+
 int main(int argc, char** argv) {
   tfm::train::install_stop_handlers();  // first: SIGINT/SIGTERM only set the stop flag from here on
   default_to_passive_omp_wait(argv);
-  return tfm::train::parse_and_run(argc, argv, std::cin, std::cout, std::cerr);
+  try {
+    return tfm::train::parse_and_run(argc, argv, std::cin, std::cout, std::cerr);
+  } catch (const std::bad_alloc&) {  // while parsing the command line, or writing the error itself
+    std::fputs("tfm: error: out of memory (std::bad_alloc) while starting\n", stderr);
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tfm: error: %s\n", e.what());
+    return 1;
+  }
 }

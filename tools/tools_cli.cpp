@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <iostream>
 #include <limits>
+#include <new>
 #include <string>
 
+#include "core/allocator.h"
 #include "tools/corpus.h"
 #include "tools/evaluate.h"
 #include "tools/generate.h"
@@ -147,7 +149,9 @@ std::shared_ptr<Commands> add_commands(CLI::App& app) {
   return c;
 }
 
-int parse_and_run(int argc, const char* const* argv, std::istream& in, std::ostream& out, std::ostream& err) {
+namespace {
+
+int parse_and_dispatch(int argc, const char* const* argv, std::istream& in, std::ostream& out, std::ostream& err) {
   CLI::App app{"tfm: train and use Transformer models on CPUs"};
   app.require_subcommand(1);
   const auto commands = add_commands(app);
@@ -174,8 +178,25 @@ int parse_and_run(int argc, const char* const* argv, std::istream& in, std::ostr
   if (!app.got_subcommand("train")) release_stop_handlers();  // Ctrl-C stops other commands at once
   try {
     return run_command(*commands, in, out);
+  } catch (const std::bad_alloc&) {  // from a place that did not say what it was allocating
+    std::string cmd;
+    for (const CLI::App* sub : app.get_subcommands()) cmd = sub->get_name();
+    err << "tfm: error: out of memory in tfm " << cmd << " (std::bad_alloc: the system refused memory outside tensor storage; "
+        << core::memory_summary() << ")\n";
+    return 1;
   } catch (const std::exception& e) {  // tfm::Error and anything else: one line, status 1
     err << "tfm: error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace
+
+int parse_and_run(int argc, const char* const* argv, std::istream& in, std::ostream& out, std::ostream& err) {
+  try {
+    return parse_and_dispatch(argc, argv, in, out, err);
+  } catch (const std::bad_alloc&) {  // while building or parsing the command line (a command's own is caught inside)
+    err << "tfm: error: out of memory (std::bad_alloc) while parsing the command line\n";
     return 1;
   }
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <new>
 
 #include "core/error.h"
 #include "data/text.h"
@@ -79,6 +80,8 @@ std::vector<std::string> checkpoint_problems(const CheckpointData& ck) {
       tokenizer_problems(*t.src, "source ", {rows_of(ck, "src_emb.weight")}, out);
       tokenizer_problems(*t.tgt, "target ", {rows_of(ck, "tgt_emb.weight")}, out);
     }
+  } catch (const std::bad_alloc&) {
+    throw;  // out of memory says nothing about the checkpoint
   } catch (const std::exception& e) {
     out.push_back(std::string("the tokenizer does not load: ") + e.what());
   }

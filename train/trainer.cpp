@@ -290,7 +290,9 @@ void setup(Run& r, const Resume& resume) {
   if (c.get_int("train.threads") > 0) core::set_num_threads(static_cast<int>(c.get_int("train.threads")));
   r.best_metric = c.get_string("train.best_metric");
   r.data_fingerprint = data_fingerprint(c);
-  r.task = make_task(c, resume.active() ? &resume.data : nullptr, resume.path);
+  r.task = core::with_oom_context("loading the data of data.path = " + c.get_string("data.path") +
+                                      " and building the tokenizer and model",
+                                  [&] { return make_task(c, resume.active() ? &resume.data : nullptr, resume.path); });
   if (dist::size() > 1) {
     TFM_CHECK(c.get_string("model.family") != "gpt" || c.get_int("train.batch_size") >= dist::size(),
               "train.batch_size = ", c.get_int("train.batch_size"), " is smaller than the number of ranks (",
@@ -340,7 +342,10 @@ void restore(Run& r, const Resume& resume) {
   TFM_CHECK(resume.meta("optimizer") == r.opt->name(), resume.path, ": optimizer state is for '",
             resume.meta("optimizer"), "', the config asks for optim.name = ", r.opt->name());
   // Skipped (non-finite) steps do not advance the optimizer: 0 <= optimizer_steps <= step.
-  r.opt->load_state(d.optimizer_state, checkpoint_int(d, "optimizer_steps", resume.path, 0, r.step));
+  // A run stopped before its first optimizer step (a signal during start-up)
+  // saved no state (the slots are made by the first step): keep the fresh one.
+  const int64_t opt_steps = checkpoint_int(d, "optimizer_steps", resume.path, 0, r.step);
+  if (opt_steps > 0 || !d.optimizer_state.empty()) r.opt->load_state(d.optimizer_state, opt_steps);
   if (resume.meta("best_metric") == r.best_metric && !resume.meta("best_value").empty())
     r.best_val = std::stod(resume.meta("best_value"));
   r.metrics = d.metrics_jsonl;
@@ -518,6 +523,8 @@ void training_row(const Run& r, const StepResult& s, const Window& w, nlohmann::
   const core::MemoryStats mem = core::memory_stats();
   row["peak_mem_bytes"] = mem.peak_bytes;          // live tensors, peak
   row["reserved_mem_bytes"] = mem.reserved_bytes;  // tensors + allocator cache
+  row["os_allocs"] = mem.os_allocs;                // allocator blocks taken from the OS so far
+  row["os_frees"] = mem.os_frees;                  // and given back
   row["rss_bytes"] = resident_bytes();             // the whole process
 }
 
@@ -645,7 +652,8 @@ int train_process(const TrainArgs& args) {
     int64_t sig = stop_signal();  // also one during start-up; the ranks stop together
     if (dist::size() > 1) dist::allreduce_max(&sig, 1, "the agreement on a stop signal");
     if (sig != 0) return stop_on_signal(r, static_cast<int>(sig), saved);
-    const StepResult s = profiler.run(r, window);
+    const StepResult s =
+        core::with_oom_context("training step " + std::to_string(r.step + 1), [&] { return profiler.run(r, window); });
     if (!s.finite && !r.loop.skip_nonfinite) return stop_nonfinite(r, s);
     saved = report_and_checkpoint(r, s, window);
     if (r.log_file) r.log_file->check();

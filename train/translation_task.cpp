@@ -219,6 +219,7 @@ class TranslationTask final : public Task {
     opt.beam = 1;
     opt.bos = ids_.bos;
     opt.eos = ids_.eos;
+    opt.stop = [] { return stop_requested(); };  // a signal ends the pass within one decoding step
     constexpr int64_t kBatch = 64;
     for (int64_t start = 0; start < n && !stop_requested(); start += kBatch) {
       std::vector<int64_t> idx;
