@@ -2,29 +2,26 @@
 // training step (forward, loss, backward) with standard and with reversible
 // residual layers (model.reversible) at several depths.
 //
-// Default model: d_model 128, 4 heads, d_ff 512, block 4096, batch 1,
+// Default model: d_model 128, 4 heads, d_ff 512, block 4096, batch 8,
 // vocabulary 65, dropout 0.1, local attention (chunk 128), depths 2, 6, 12.
-// Peak memory is core::memory_stats().peak_bytes over the step (live tensor
-// bytes, deterministic; parameters and gradients included); the activation
-// column subtracts the parameters and their gradients (2 × 4 bytes each),
-// which grow with depth in both modes. Time is the
-// median of --steps timed steps after one warm-up step: indicative only on a
-// shared machine. The two modes are different models (one residual stream vs
-// two averaged ones), so their losses differ; tests/test_reversible.cpp
-// checks the reversible gradients against the two-stream stack.
+// Each step is forward, loss, backward and an AdamW update; peak memory is
+// core::memory_stats().peak_bytes over the last step (live tensor bytes,
+// deterministic; Adam's moments exist from the warm-up step on), printed in
+// two parts: params+grads+Adam (4 × the parameter bytes, grows with depth in
+// both modes) and the rest, activations and temporaries. Time is forward +
+// backward, the median of --steps timed steps after one warm-up step:
+// indicative only on a shared machine. The two modes are different models
+// (one residual stream vs two averaged ones), so their losses differ;
+// tests/test_reversible.cpp checks the reversible gradients against the
+// two-stream stack.
 //
-// Measured (default model, T = 4096, `bench_reversible --steps 2`): peak
-// tensor MB standard 86.7 / 233.3 / 453.2 at 2 / 6 / 12 layers, reversible
-// 53.6 / 60.0 / 69.5; activations alone (peak − parameters − gradients)
-// standard 83.5 / 223.7 / 434.0 (linear, ~35 MB a layer), reversible
-// 50.4 / 50.4 / 50.4 (flat; the reversible total grows only by the
-// parameters and gradients of the added layers, 1.6 MB a layer). Step time
-// rev/std in wall clock 0.64 / 1.81 / 1.76 under a load average of 8-10 on
-// 2 cores: not a usable figure. Process CPU time per step (less sensitive to
-// the load; `--layers 2,12`, load ~6): 1.586 s vs 2.396 s at 2 layers
-// (1.51x), 6.490 s vs 10.313 s at 12 layers (1.59x): the recomputation (one
-// extra forward of every branch) costs slightly more than the 1.5x target.
-// Re-measure on an idle machine.
+// Measured (default, `bench_reversible --batch 8 --layers 2,6,12 --steps 1`):
+// peak MB standard 680.3 / 1837.0 / 3572.0, reversible 409.8 / 422.5 /
+// 441.5 (+7.7% from 2 to 12 layers; activations 403.3 MB at every depth,
+// params+grads+Adam 6.5 / 19.2 / 38.2). CPU time rev/std 1.39 / 1.42 / 1.38
+// under a load average of 15-17; README's benchmark section has the
+// callgrind instruction ratios and alternating runs. Re-time on an idle
+// machine.
 //
 // Usage: bench_reversible [--quick] [--steps N] [--layers L,L,...] [--block T] [--d-model D] [--heads H]
 //                         [--attention NAME] [--pattern "local, lsh"] [--chunk C] [--hashes R]
