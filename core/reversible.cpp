@@ -34,28 +34,117 @@ std::vector<Generator*> distinct(const std::vector<Generator*>& gens) {
   return out;
 }
 
-// One branch call with the generators set to `from` (restored afterwards)
-// and the branch's tape replayed; checks they advance to `to`.
+// For one recomputation of a branch: the generators set to `from` and the
+// branch's tape replaying, both restored on exit.
+class BranchReplay {
+ public:
+  BranchReplay(const std::vector<Generator*>& gens, const std::vector<RngState>& from, std::vector<std::any>* tape)
+      : gens_(gens), replay_(gens.size()), scope_(tape, ReversibleTapeScope::Mode::replay) {
+    for (std::size_t g = 0; g < gens.size(); ++g) replay_[g].emplace(*gens[g], from[g]);
+  }
+  // Checks the generators advanced to `to`, where the forward's branch left them.
+  void check_advanced_to(const std::vector<RngState>& to, const char* which, std::size_t layer) const {
+    for (std::size_t g = 0; g < gens_.size(); ++g) {
+      const RngState now = gens_[g]->state();
+      TFM_CHECK(now == to[g], "reversible_stack: generator ", g, " advanced to offset ", now.offset,
+                " while recomputing ", which, " of layer ", layer, " but to ", to[g].offset,
+                " in the forward; a branch must draw the same random numbers each time");
+    }
+  }
+
+ private:
+  const std::vector<Generator*>& gens_;
+  std::vector<std::optional<RngReplayGuard>> replay_;
+  ReversibleTapeScope scope_;
+};
+
+void check_branch_shape(const Tensor& out, const Shape& expected, const char* which, std::size_t layer) {
+  TFM_CHECK(out.defined() && out.shape() == expected, "reversible_stack: ", which, " of layer ", layer,
+            " returned shape ", out.defined() ? shape_str(out.shape()) : "undefined", ", expected ",
+            shape_str(expected));
+}
+
+// One branch call replayed from `from`; checks the generators advance to `to`.
 Tensor replay_branch(const ReversibleFn& fn, const Tensor& x, const std::vector<Generator*>& gens,
                      const std::vector<RngState>& from, const std::vector<RngState>& to, std::vector<std::any>* tape,
                      const char* which, std::size_t layer) {
-  std::vector<std::optional<RngReplayGuard>> replay(gens.size());
-  for (std::size_t g = 0; g < gens.size(); ++g) replay[g].emplace(*gens[g], from[g]);
-  Tensor out;
-  {
-    ReversibleTapeScope scope(tape, ReversibleTapeScope::Mode::replay);
-    out = fn(x);
-  }
-  for (std::size_t g = 0; g < gens.size(); ++g) {
-    const RngState now = gens[g]->state();
-    TFM_CHECK(now == to[g], "reversible_stack: generator ", g, " advanced to offset ", now.offset, " while recomputing ",
-              which, " of layer ", layer, " but to ", to[g].offset,
-              " in the forward; a branch must draw the same random numbers each time");
-  }
-  TFM_CHECK(out.defined() && out.shape() == x.shape(), "reversible_stack: ", which, " of layer ", layer,
-            " returned shape ", out.defined() ? shape_str(out.shape()) : "undefined", ", expected ",
-            shape_str(x.shape()));
+  BranchReplay replay(gens, from, tape);
+  Tensor out = fn(x);
+  replay.check_advanced_to(to, which, layer);
+  check_branch_shape(out, x.shape(), which, layer);
   return out;
+}
+
+// fn(in) recorded from a fresh leaf `in` (grad mode on), checked to read
+// nothing else with history.
+Tensor record_branch(const std::function<Tensor(const Tensor&)>& fn, const Tensor& in) {
+  GradModeGuard grad_on(true);
+  const uint64_t first = next_node_sequence();
+  Tensor out = fn(in);
+  if (out.defined())
+    check_subgraph_is_local(out, first, "reversible_stack: a branch read",
+                            "its argument; pass it through the stack's inputs");
+  return out;
+}
+
+// Undoes one residual branch, sum = in + fn(in), given `in`: recomputes
+// out = fn(in) once with grad mode on from a detached leaf, and uses that one
+// graph both to reconstruct the branch's other input, sum − out (returned),
+// and to back-propagate d_out through fn: its parameters accumulate .grad
+// and d_in grows by ∂out/∂inᵀ·d_out.
+Tensor undo_branch(const ReversibleFn& fn, const Tensor& in, const Tensor& sum, const Tensor& d_out, Tensor& d_in,
+                   const char* which, std::size_t layer) {
+  Tensor leaf = in.detach();
+  leaf.set_requires_grad();
+  Tensor out = record_branch(fn, leaf);
+  check_branch_shape(out, in.shape(), which, layer);
+  Tensor rebuilt;
+  {
+    NoGradGuard no_grad;
+    rebuilt = sub(sum, out.detach());
+  }
+  if (out.requires_grad()) {
+    const std::vector<Tensor> got = grad({out}, {d_out}, {leaf}, /*accumulate_leaves=*/true);
+    if (got[0].defined()) d_in = add(d_in, got[0]);
+  }
+  return rebuilt;
+}
+
+// undo_branch one slice at a time (ReversibleLayer::g_slices): each slice of
+// `in` is a leaf of its own, and only its sub-graph is alive while it runs.
+Tensor undo_branch_sliced(const ReversibleSlices& sl, const Tensor& in, const Tensor& sum, const Tensor& d_out,
+                          Tensor& d_in, const char* which, std::size_t layer) {
+  TFM_CHECK(sl.fn && sl.dim >= 0 && sl.dim < in.dim() && sl.count >= 1, "reversible_stack: g_slices of layer ",
+            layer, " gave dim ", sl.dim, " and count ", sl.count, " (need a slice function, 0 <= dim < ", in.dim(),
+            ", count >= 1)");
+  const int64_t n = in.size(sl.dim), count = std::max<int64_t>(1, std::min(sl.count, n));
+  std::vector<Tensor> rebuilt, d_parts;
+  bool any_grad = false;
+  for (int64_t c = 0; c < count; ++c) {
+    const int64_t b = c * n / count, e = (c + 1) * n / count;
+    Tensor leaf;
+    {
+      NoGradGuard no_grad;
+      leaf = in.slice(sl.dim, b, e).contiguous().detach();
+    }
+    leaf.set_requires_grad();
+    Tensor out = record_branch([&](const Tensor& x) { return sl.fn(x, b, e); }, leaf);
+    check_branch_shape(out, leaf.shape(), which, layer);
+    {
+      NoGradGuard no_grad;
+      rebuilt.push_back(sub(sum.slice(sl.dim, b, e), out.detach()));
+    }
+    Tensor d;
+    if (out.requires_grad()) {
+      const Tensor d_out_slice = d_out.slice(sl.dim, b, e).contiguous();
+      d = grad({out}, {d_out_slice}, {leaf}, /*accumulate_leaves=*/true)[0];
+    }
+    any_grad = any_grad || d.defined();
+    d_parts.push_back(d.defined() ? d : zeros(leaf.shape()));
+  }
+  NoGradGuard no_grad;
+  if (any_grad) d_in = add(d_in, concat(d_parts, sl.dim));
+  return concat(rebuilt, sl.dim);
 }
 
 struct ReversibleSaved {
@@ -84,8 +173,7 @@ std::pair<Tensor, Tensor> run_forward(const std::vector<ReversibleLayer>& layers
       if (f_tapes) scope.emplace(&(*f_tapes)[i], ReversibleTapeScope::Mode::record);
       f = layers[i].f(x2);
     }
-    TFM_CHECK(f.defined() && f.shape() == x2.shape(), "reversible_stack: f of layer ", i, " returned shape ",
-              f.defined() ? shape_str(f.shape()) : "undefined", ", expected ", shape_str(x2.shape()));
+    check_branch_shape(f, x2.shape(), "f", i);
     Tensor y1 = add(x1, f);
     trace.g_before.push_back(states_of(gens));
     Tensor g;
@@ -94,8 +182,7 @@ std::pair<Tensor, Tensor> run_forward(const std::vector<ReversibleLayer>& layers
       if (g_tapes) scope.emplace(&(*g_tapes)[i], ReversibleTapeScope::Mode::record);
       g = layers[i].g(y1);
     }
-    TFM_CHECK(g.defined() && g.shape() == y1.shape(), "reversible_stack: g of layer ", i, " returned shape ",
-              g.defined() ? shape_str(g.shape()) : "undefined", ", expected ", shape_str(y1.shape()));
+    check_branch_shape(g, y1.shape(), "g", i);
     x2 = add(x2, g);
     x1 = y1;
   }
@@ -103,61 +190,43 @@ std::pair<Tensor, Tensor> run_forward(const std::vector<ReversibleLayer>& layers
   return {x1, x2};
 }
 
-// The generator states after branch `g_branch` of layer i: before the next branch.
+// The generator states after branch f or g of layer i: where the next branch starts.
 const std::vector<RngState>& after_f(const ReversibleRngTrace& t, std::size_t i) { return t.g_before[i]; }
 const std::vector<RngState>& after_g(const ReversibleRngTrace& t, std::size_t i) {
   return i + 1 < t.f_before.size() ? t.f_before[i + 1] : t.after;
 }
 
-// Layer by layer from the last: recompute each branch on the reconstructed
-// input, reconstruct, and back-propagate; see the header.
+// Layer by layer from the last: recompute each branch once on the
+// reconstructed input, and use that graph to reconstruct and to
+// back-propagate; see the header.
 std::vector<Tensor> reversible_backward(ReversibleSaved& s, const Tensor& grad_output) {
   Tensor y1 = s.y1, y2 = s.y2;
   Tensor dy1 = grad_output.slice(0, 0, 1).squeeze(0).contiguous();
   Tensor dy2 = grad_output.slice(0, 1, 2).squeeze(0).contiguous();
   for (std::size_t n = s.layers.size(); n-- > 0;) {
-    // G: Y2 = X2 + G(Y1).
-    Tensor y1_leaf = y1.detach();
-    y1_leaf.set_requires_grad();
-    Tensor g_out;
-    {
-      GradModeGuard grad_on(true);
-      const uint64_t first = next_node_sequence();
-      g_out = replay_branch(s.layers[n].g, y1_leaf, s.generators, s.trace.g_before[n], after_g(s.trace, n),
-                            &s.g_tapes[n], "g", n);
-      check_subgraph_is_local(g_out, first, "reversible_stack: a branch read",
-                              "its argument; pass it through the stack's inputs");
-    }
+    const ReversibleLayer& layer = s.layers[n];
+    // G: Y2 = X2 + G(Y1), so X2 = Y2 − G(Y1) and dY1 += ∂G/∂Y1ᵀ·dY2.
     Tensor x2;
     {
-      NoGradGuard no_grad;
-      x2 = sub(y2, g_out.detach());
+      BranchReplay replay(s.generators, s.trace.g_before[n], &s.g_tapes[n]);
+      if (layer.g_slices) {
+        ReversibleSlices sl;
+        {
+          NoGradGuard no_grad;
+          sl = layer.g_slices(y1);
+        }
+        x2 = undo_branch_sliced(sl, y1, y2, dy2, dy1, "g", n);
+      } else {
+        x2 = undo_branch(layer.g, y1, y2, dy2, dy1, "g", n);
+      }
+      replay.check_advanced_to(after_g(s.trace, n), "g", n);
     }
-    if (g_out.requires_grad()) {
-      const std::vector<Tensor> got = grad({g_out}, {dy2}, {y1_leaf}, /*accumulate_leaves=*/true);
-      if (got[0].defined()) dy1 = add(dy1, got[0]);
-    }
-    g_out = Tensor();
-    // F: Y1 = X1 + F(X2).
-    Tensor x2_leaf = x2.detach();
-    x2_leaf.set_requires_grad();
-    Tensor f_out;
-    {
-      GradModeGuard grad_on(true);
-      const uint64_t first = next_node_sequence();
-      f_out = replay_branch(s.layers[n].f, x2_leaf, s.generators, s.trace.f_before[n], after_f(s.trace, n),
-                            &s.f_tapes[n], "f", n);
-      check_subgraph_is_local(f_out, first, "reversible_stack: a branch read",
-                              "its argument; pass it through the stack's inputs");
-    }
+    // F: Y1 = X1 + F(X2), so X1 = Y1 − F(X2) and dX2 = dY2 + ∂F/∂X2ᵀ·dY1.
     Tensor x1;
     {
-      NoGradGuard no_grad;
-      x1 = sub(y1, f_out.detach());
-    }
-    if (f_out.requires_grad()) {
-      const std::vector<Tensor> got = grad({f_out}, {dy1}, {x2_leaf}, /*accumulate_leaves=*/true);
-      if (got[0].defined()) dy2 = add(dy2, got[0]);
+      BranchReplay replay(s.generators, s.trace.f_before[n], &s.f_tapes[n]);
+      x1 = undo_branch(layer.f, x2, y1, dy1, dy2, "f", n);
+      replay.check_advanced_to(after_f(s.trace, n), "f", n);
     }
     y1 = x1;
     y2 = x2;

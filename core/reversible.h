@@ -13,13 +13,19 @@
 // tensor it returns) and the (seed, offset) of every listed generator before
 // each F_i and G_i and after the last layer.
 // Backward (reversible_backward), layer by layer from the last: recompute
-// G_i(Y1) with grad mode on from a detached Y1 and the generators replayed
-// to their state before G_i (RngReplayGuard: dropout draws the same masks),
-// reconstruct X2 = Y2 − G_i(Y1), back-propagate dY2 through G_i (its
-// parameters accumulate their .grad, Y1's gradient becomes dY1 + ∂G/∂Y1ᵀ·dY2),
-// then the same for F_i(X2), giving X1, dX1 = dY1' and dX2 = dY2 + ∂F/∂X2ᵀ·dY1'.
-// The reconstructed inputs and their gradients feed layer i − 1; dX1, dX2 go
-// to the outer pass. Afterwards each generator is back where it was.
+// G_i(Y1) once, with grad mode on from a detached Y1 and the generators
+// replayed to their state before G_i (RngReplayGuard: dropout draws the same
+// masks), and use that one graph twice: reconstruct X2 = Y2 − G_i(Y1) and
+// back-propagate dY2 through it (its parameters accumulate their .grad, Y1's
+// gradient becomes dY1 + ∂G/∂Y1ᵀ·dY2); then the same for F_i(X2), giving X1,
+// dX1 = dY1' and dX2 = dY2 + ∂F/∂X2ᵀ·dY1'. So each branch runs twice per
+// step (forward, recomputation) and back-propagates once. With g_slices, G is
+// recomputed, reconstructed and back-propagated one slice at a time. The
+// reconstructed inputs and their gradients feed layer i − 1; dX1, dX2 go to
+// the outer pass. Afterwards each generator is back where it was.
+// (A branch that itself recomputes, e.g. a chunked FeedForward under
+// core::checkpoint, would run a third time inside that backward: the model
+// gives its chunked feed-forward branch as g_slices instead.)
 //
 // Reconstruction is exact up to rounding (one add and one subtract of the
 // same float per layer), so any state a branch draws from its input and not
@@ -49,9 +55,26 @@ namespace tfm::core {
 
 using ReversibleFn = std::function<Tensor(const Tensor&)>;
 
+// How to compute a branch one slice of its input at a time: for the slices
+// [c·n/count, (c+1)·n/count) along `dim` (n = x.size(dim), count capped at
+// n), fn(x.slice(dim, b, e), b, e) is g(x).slice(dim, b, e).
+struct ReversibleSlices {
+  int64_t dim = 0;
+  int64_t count = 1;
+  std::function<Tensor(const Tensor& x_slice, int64_t begin, int64_t end)> fn;
+};
+
 struct ReversibleLayer {
   ReversibleFn f;  // Y1 = X1 + f(X2)
   ReversibleFn g;  // Y2 = X2 + g(Y1)
+  // Optional (the chunked feed-forward, model.ff_chunks): g_slices(Y1) says
+  // how to compute g slice by slice. The backward calls it with grad mode off,
+  // the generators where g started and g's tape replaying; it must draw what
+  // g draws (e.g. the dropout mask of all of Y1), and the slice functions
+  // nothing more. The backward then recomputes, reconstructs and
+  // back-propagates g one slice at a time (only one slice's activations
+  // alive). The forward always calls g.
+  std::function<ReversibleSlices(const Tensor& x)> g_slices = nullptr;
 };
 
 // x1, x2: the same shape S. Returns stack({Y1, Y2}) [2, S...] of the last layer.

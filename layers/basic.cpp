@@ -77,6 +77,9 @@ Tensor FeedForward::forward(const Tensor& x) const {
 }
 
 Tensor FeedForward::forward_whole(const Tensor& x) const {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  rows_evaluated_.fetch_add(rows, std::memory_order_relaxed);
   switch (act) {
     case Activation::relu:
       return down->forward(core::relu(up->forward(x)));

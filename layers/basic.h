@@ -2,6 +2,7 @@
 // Shapes: B batch, T time, D model width, F feed-forward width, V vocabulary.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -66,16 +67,24 @@ Activation parse_activation(const std::string& s);  // "relu" | "gelu" | "gelu_t
 // time, so the peak feed-forward activation falls about N-fold, forward and
 // backward. The result is the unchunked one (position-wise: same rows, same
 // kernels), and the gradients equal it up to summation order.
+// forward_whole(x) is the unchunked network on all of x (recorded as usual);
+// the reversible stack uses it on its own slices (TransformerBlock::
+// ffn_branch_slices). rows_evaluated() counts the positions (rows of x, all
+// dims but the last) that went through the network since construction, in
+// forward and in every recomputation: how tests check that a backward does
+// not recompute more often than intended.
 class FeedForward : public Module {
  public:
   FeedForward(int64_t d_model, int64_t d_ff, Activation act, bool bias = true, int64_t chunks = 1);
   Tensor forward(const Tensor& x) const;
+  Tensor forward_whole(const Tensor& x) const;
+  int64_t rows_evaluated() const { return rows_evaluated_.load(std::memory_order_relaxed); }
   Activation act;
   int64_t chunks;  // >= 1
   std::shared_ptr<Linear> up, gate, down;  // gate only for SwiGLU
 
  private:
-  Tensor forward_whole(const Tensor& x) const;
+  mutable std::atomic<int64_t> rows_evaluated_{0};
 };
 
 }  // namespace tfm::layers

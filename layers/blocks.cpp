@@ -41,8 +41,15 @@ Tensor TransformerBlock::residual(const Tensor& x, const Norm& norm, F sublayer)
   return norm.forward(core::add(x, drop_->forward(sublayer(x))));
 }
 
+void TransformerBlock::count_attention_rows(const Tensor& x) const {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  attention_rows_.fetch_add(rows, std::memory_order_relaxed);
+}
+
 Tensor TransformerBlock::forward(const Tensor& x_in, const AttentionMask& self_mask, const Tensor& memory,
                                  const AttentionMask& memory_mask, KVCache* self_cache, KVCache* cross_cache) const {
+  count_attention_rows(x_in);
   Tensor x = residual(x_in, *attn_norm,
                       [&](const Tensor& h) { return self_attn->forward(h, Tensor(), self_mask, self_cache); });
   if (cross_attn) {
@@ -55,12 +62,31 @@ Tensor TransformerBlock::forward(const Tensor& x_in, const AttentionMask& self_m
 
 Tensor TransformerBlock::attention_branch(const Tensor& x, const AttentionMask& self_mask, KVCache* self_cache) const {
   TFM_CHECK(prenorm_ && !cross_attn, "transformer block: the attention branch needs a pre-norm block without cross-attention");
+  count_attention_rows(x);
   return drop_->forward(self_attn->forward(attn_norm->forward(x), Tensor(), self_mask, self_cache));
 }
 
 Tensor TransformerBlock::ffn_branch(const Tensor& x) const {
   TFM_CHECK(prenorm_, "transformer block: the feed-forward branch needs a pre-norm block");
   return drop_->forward(ffn->forward(ffn_norm->forward(x)));
+}
+
+core::ReversibleSlices TransformerBlock::ffn_branch_slices(const Tensor& x) const {
+  TFM_CHECK(prenorm_, "transformer block: the feed-forward branch needs a pre-norm block");
+  TFM_CHECK(x.dim() >= 2, "transformer block: ffn_branch_slices needs x [..., T, D], got ", core::shape_str(x.shape()));
+  core::ReversibleSlices s;
+  s.dim = x.dim() - 2;
+  s.count = ffn->chunks;
+  // The mask ffn_branch's drop_->forward(h) would apply to all of x: the same
+  // draw from the generator (x.numel() values), 0 or 1/(1 − p) per element,
+  // so h·mask is that dropout's output element for element.
+  Tensor mask;
+  if (drop_->training() && drop_->p > 0.0f) mask = drop_->forward(core::ones(x.shape()));
+  s.fn = [this, mask, dim = s.dim](const Tensor& x_slice, int64_t begin, int64_t end) {
+    Tensor h = ffn->forward_whole(ffn_norm->forward(x_slice));
+    return mask.defined() ? core::mul(h, mask.slice(dim, begin, end)) : h;
+  };
+  return s;
 }
 
 TransformerStack::TransformerStack(const BlockOptions& opt, int64_t n_layers, bool cross_attention,
@@ -101,8 +127,13 @@ Tensor TransformerStack::forward(const Tensor& x_in, const AttentionMask& self_m
       std::vector<core::ReversibleLayer> rev;
       for (std::size_t i = 0; i < layers->size(); ++i) {
         const TransformerBlock* block = &(*layers)[i];
-        rev.push_back({[block, self_mask](const Tensor& h) { return block->attention_branch(h, self_mask); },
-                       [block](const Tensor& h) { return block->ffn_branch(h); }});
+        core::ReversibleLayer layer{[block, self_mask](const Tensor& h) { return block->attention_branch(h, self_mask); },
+                                    [block](const Tensor& h) { return block->ffn_branch(h); }};
+        // A chunked feed-forward is recomputed slice by slice in backward,
+        // once (not forward under core::checkpoint and then again).
+        if (block->ffn->chunks > 1)
+          layer.g_slices = [block](const Tensor& h) { return block->ffn_branch_slices(h); };
+        rev.push_back(std::move(layer));
       }
       Tensor y = core::reversible_stack(rev, x_in, x_in, {gen_.get()});
       y1 = y.slice(0, 0, 1).squeeze(0);

@@ -7,10 +7,12 @@
 //   post-norm: x = norm(x + drop(sublayer(x)))
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/reversible.h"
 #include "layers/attention.h"
 #include "layers/basic.h"
 
@@ -76,13 +78,27 @@ class TransformerBlock : public Module {
   // x + a, then + f. The reversible stack uses them as its F and G.
   Tensor attention_branch(const Tensor& x, const AttentionMask& self_mask, KVCache* self_cache = nullptr) const;
   Tensor ffn_branch(const Tensor& x) const;
+  // ffn_branch in ffn->chunks slices of the sequence (dim x.dim() − 2), for
+  // the reversible stack's backward (core::ReversibleLayer::g_slices): draws
+  // the branch's dropout mask for all of x now, from the generator exactly as
+  // ffn_branch would (drop(1) is 0 or 1/(1 − p), and h·mask is drop(h)), and
+  // returns the function that computes slice [b, e) of ffn_branch(x) from
+  // that slice of x alone (norm and feed-forward are row-wise).
+  core::ReversibleSlices ffn_branch_slices(const Tensor& x) const;
+
+  // Positions (rows of x) that went through the self-attention since
+  // construction, in forward and in every recomputation (for tests; the
+  // feed-forward counts its own, ffn->rows_evaluated()).
+  int64_t attention_rows_evaluated() const { return attention_rows_.load(std::memory_order_relaxed); }
 
  private:
   // Applies one residual sublayer with the configured norm placement.
   template <class F>
   Tensor residual(const Tensor& x, const Norm& norm, F sublayer) const;
+  void count_attention_rows(const Tensor& x) const;
   bool prenorm_;
   std::shared_ptr<Dropout> drop_;
+  mutable std::atomic<int64_t> attention_rows_{0};
 };
 
 // A stack of blocks plus, for pre-norm, the final norm. With

@@ -57,8 +57,9 @@ double norm(const Tensor& a) {
 }
 
 
-layers::BlockOptions block_opts(const std::string& attention, float dropout, bool reversible) {
+layers::BlockOptions block_opts(const std::string& attention, float dropout, bool reversible, int64_t ff_chunks = 1) {
   layers::BlockOptions b;
+  b.ff_chunks = ff_chunks;
   b.d_model = 16;
   b.n_heads = 2;
   b.d_ff = 32;
@@ -117,8 +118,8 @@ std::vector<Tensor> loss_and_grads(const Stack& s, bool reversible, Tensor x0, c
   return r;
 }
 
-void check_same_gradients(const std::string& attention) {
-  Stack s(block_opts(attention, 0.1f, true), 12);
+void check_same_gradients(const std::string& attention, int64_t ff_chunks = 1) {
+  Stack s(block_opts(attention, 0.1f, true, ff_chunks), 12);
   const Tensor x0 = random_tensor({2, 16, 16}, 11, 1.0f, true), w_out = random_tensor({2, 16, 16}, 12);
   const auto ref = loss_and_grads(s, false, x0, w_out);
   const auto rev = loss_and_grads(s, true, x0, w_out);
@@ -173,6 +174,52 @@ TEST_CASE("reversible layers with local attention give the two-stream gradients"
   check_same_gradients("local");
 }
 
+TEST_CASE("reversible layers with a chunked feed-forward give the two-stream gradients", "[reversible][ff_chunks]") {
+  // T = 16 in 3 slices (5, 5, 6 steps): the backward recomputes the
+  // feed-forward branch slice by slice with the whole branch's dropout mask.
+  check_same_gradients("naive", 3);
+  check_same_gradients("lsh", 3);
+}
+
+TEST_CASE("a training step evaluates each branch once in forward and once more in backward at most",
+          "[reversible][ff_chunks][recompute]") {
+  // Rows through each layer's self-attention and feed-forward in one
+  // forward + backward of B·T = 32 positions. The reversible backward
+  // recomputes each branch once and uses that graph both to reconstruct the
+  // inputs and to back-propagate (2 evaluations each, chunked or not); the
+  // standard stack runs attention once and a chunked feed-forward twice
+  // (forward, then once under core::checkpoint in backward).
+  const int64_t rows = 2 * 16;
+  for (const bool reversible : {true, false}) {
+    for (const int64_t chunks : {int64_t{1}, int64_t{4}}) {
+      INFO((reversible ? "reversible" : "standard") << ", ff_chunks " << chunks);
+      Stack s(block_opts("naive", 0.1f, reversible, chunks), 3);
+      const Tensor x0 = random_tensor({2, 16, 16}, 11, 1.0f, true), w_out = random_tensor({2, 16, 16}, 12);
+      std::vector<int64_t> att0, ff0;
+      for (std::size_t i = 0; i < s.stack->layers->size(); ++i) {
+        att0.push_back((*s.stack->layers)[i].attention_rows_evaluated());
+        ff0.push_back((*s.stack->layers)[i].ffn->rows_evaluated());
+      }
+      core::AttentionMask mask;
+      mask.causal = true;
+      s.gen->set_state(core::RngState{7, 0});
+      Tensor x = core::mul(x0, 1.0f);
+      Tensor loss = core::sum(core::mul(s.stack->forward(x, mask), w_out));
+      for (std::size_t i = 0; i < s.stack->layers->size(); ++i) {
+        INFO("forward, layer " << i);
+        CHECK((*s.stack->layers)[i].attention_rows_evaluated() - att0[i] == rows);
+        CHECK((*s.stack->layers)[i].ffn->rows_evaluated() - ff0[i] == rows);
+      }
+      loss.backward();
+      for (std::size_t i = 0; i < s.stack->layers->size(); ++i) {
+        INFO("forward and backward, layer " << i);
+        CHECK((*s.stack->layers)[i].attention_rows_evaluated() - att0[i] == (reversible ? 2 : 1) * rows);
+        CHECK((*s.stack->layers)[i].ffn->rows_evaluated() - ff0[i] == (reversible || chunks > 1 ? 2 : 1) * rows);
+      }
+    }
+  }
+}
+
 TEST_CASE("the reversible tape refuses a recomputation that asks for more than was recorded", "[reversible]") {
   std::vector<std::any> tape;
   {
@@ -225,6 +272,26 @@ TEST_CASE("the reversible stack's activation memory does not grow with depth", "
   INFO("reversible " << rev2 << " -> " << rev8 << ", standard " << std2 << " -> " << std8);
   CHECK(double(rev8) < 1.25 * double(rev2));
   CHECK(double(std8) > 2.5 * double(std2));
+}
+
+TEST_CASE("a reversible stack recomputes a chunked feed-forward one slice at a time", "[reversible][ff_chunks][memory]") {
+  // d_ff = 16·d_model and local attention, so one layer's feed-forward
+  // hidden ([256, 256] before and after gelu, and their gradients) dominates
+  // the reversible step's peak unless the backward, too, holds only one
+  // slice of it.
+  auto peak = [](int64_t chunks) {
+    layers::BlockOptions b = block_opts("local", 0.1f, true, chunks);  // no [T, T] scores
+    b.d_ff = 256;
+    Stack s(b, 2);
+    const Tensor x0 = random_tensor({1, 256, 16}, 11, 1.0f, true), w_out = random_tensor({1, 256, 16}, 12);
+    core::reset_peak_memory();
+    const int64_t base = core::memory_stats().current_bytes;
+    loss_and_grads(s, true, x0, w_out);
+    return core::memory_stats().peak_bytes - base;
+  };
+  const int64_t one = peak(1), eight = peak(8);
+  INFO("peak bytes: 1 chunk " << one << ", 8 chunks " << eight);
+  CHECK(double(eight) < 0.5 * double(one));
 }
 
 TEST_CASE("a chunked feed-forward gives the unchunked loss and gradients", "[reversible][ff_chunks]") {
