@@ -27,12 +27,15 @@
 #include "layers/lsh_attention.h"
 #include "layers/seq2seq.h"
 #include "optim/optimizer.h"
+#include "tests/error_text.h"
 #include "tests/gradcheck.h"
 #include "tests/temp_dir.h"
 #include "train/config.h"
 #include "tools/inspect.h"
 #include "train/model_io.h"
 #include "train/trainer.h"
+
+using tfm::test::error_of;
 
 namespace {
 
@@ -46,15 +49,6 @@ using tfm::test::max_abs_diff;
 using tfm::test::random_tensor;
 
 const std::string kFixture = std::string(TFM_TEST_DATA_DIR) + "/fixtures/genesis1.txt";
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 layers::GPTConfig tiny_gpt(const std::string& attention, int64_t chunk) {
   layers::GPTConfig c;

@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "error_text.h"
 #include "temp_dir.h"
 #include "tools/evaluate.h"
 #include "tools/generate.h"
@@ -31,19 +32,11 @@ namespace fs = std::filesystem;
 using namespace tfm::train;
 using Catch::Matchers::Contains;
 using tfm::test::TempDir;
+using tfm::test::error_of;
 
 namespace {
 
 const std::string kFixture = std::string(TFM_TEST_DATA_DIR) + "/fixtures/genesis1.txt";
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 // Runs the tfm command line in-process: status, stdout and stderr.
 struct CliResult {
