@@ -18,10 +18,9 @@
 // Measured (default, `bench_reversible --batch 8 --layers 2,6,12 --steps 1`):
 // peak MB standard 680.3 / 1837.0 / 3572.0, reversible 409.8 / 422.5 /
 // 441.5 (+7.7% from 2 to 12 layers; activations 403.3 MB at every depth,
-// params+grads+Adam 6.5 / 19.2 / 38.2). CPU time rev/std 1.39 / 1.42 / 1.38
-// under a load average of 15-17; README's benchmark section has the
-// callgrind instruction ratios and alternating runs. Re-time on an idle
-// machine.
+// params+grads+Adam 6.5 / 19.2 / 38.2). Wall time rev/std on an idle
+// machine (2026-12-02, --steps 3; 2 layers --steps 5): 1.42 / 1.39 / 1.47;
+// README's benchmark section has the callgrind instruction ratios.
 //
 // Usage: bench_reversible [--quick] [--steps N] [--layers L,L,...] [--block T] [--d-model D] [--heads H]
 //                         [--attention NAME] [--pattern "local, lsh"] [--chunk C] [--hashes R]
