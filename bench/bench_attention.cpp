@@ -9,7 +9,10 @@
 // it is per-thread std::vector memory of ~(2·kv_tile·D + 2·q_tile·kv_tile +
 // q_tile·D) floats). Naive is skipped where its [H, T, T] tensors would not
 // fit in --naive-gb GB (default 12: about 6 score-sized tensors are alive at
-// the peak).
+// the peak). Non-causal rows also print the floor of any exact kernel that
+// recomputes the scores: flash's 14·H·T²·D FLOPs at the fp32 GEMM peak
+// measured at start, against naive's time, and the same seven products run
+// as whole oneDNN matmuls.
 //
 // Usage: bench_attention [--max-t T] [--naive-gb G] [--reps N] [--tiles] [--cpu-time]
 //   --cpu-time  time with the process CPU clock instead of the wall clock:
@@ -100,6 +103,46 @@ double run_flash(Inputs& in, bool causal, const FlashOptions& opt) {
   return now_seconds() - t0;
 }
 
+// The seven tile products of flash fwd+bwd (S = q·kᵀ and P·v forward; S
+// again, Pᵀ·dO, dO·vᵀ, dS·k and dSᵀ·q backward) as whole [H, T, T]
+// products through oneDNN, without the softmax: what flash's arithmetic
+// costs at the GEMM library's rate. Naive does six of these products plus
+// its memory-bound softmax passes, so (seven products) / naive bounds the
+// ratio any exact kernel that recomputes the scores can reach unless its tile
+// products run faster than oneDNN's large GEMMs. Non-causal only (causal
+// flash skips the tiles above the diagonal).
+double flash_flops(int64_t t) { return 14.0 * kHeads * static_cast<double>(t) * static_cast<double>(t) * kDim; }
+
+double run_seven_products(const Inputs& in) {
+  const Tensor q = in.q.detach(), k = in.k.detach(), v = in.v.detach(), dout = in.dout.detach();
+  const double t0 = now_seconds();
+  {
+    const Tensor s = matmul(q, k, false, true);
+    const Tensor o = matmul(s, v);
+    const Tensor s2 = matmul(q, k, false, true);
+    const Tensor dv = matmul(s2, dout, true, false);
+    const Tensor dp = matmul(dout, v, false, true);
+    const Tensor dq = matmul(dp, k);
+    const Tensor dk = matmul(dp, q, true, false);
+  }
+  return now_seconds() - t0;
+}
+
+// The machine's fp32 GEMM rate (FLOP/s): the best of 5 oneDNN products
+// [4096, 512] x [512, 2048] (~8.6 GFLOP each) after a warm-up.
+double gemm_peak_flops() {
+  Generator g(2);
+  const Tensor a = randn({4096, 512}, g), b = randn({512, 2048}, g);
+  matmul(a, b);
+  double best = 1e30;
+  for (int r = 0; r < 5; ++r) {
+    const double t0 = now_seconds();
+    matmul(a, b);
+    best = std::min(best, now_seconds() - t0);
+  }
+  return 2.0 * 4096 * 512 * 2048 / best;
+}
+
 struct Measure {
   double ms = 0;
   int64_t peak_bytes = 0;
@@ -174,8 +217,13 @@ int main(int argc, char** argv) {
               " (%s); peak = tensor bytes above the inputs\n",
               static_cast<long>(kHeads), static_cast<long>(kDim), num_threads(), reps,
               g_cpu_time ? "process CPU time" : "wall time");
-  std::printf("%6s %7s %12s %12s %12s %12s %8s\n", "T", "causal", "naive ms", "naive MiB", "flash ms", "flash MiB",
-              "f/n");
+  const double peak = gemm_peak_flops();
+  std::printf("fp32 GEMM peak in this run: %.1f GFLOP/s (oneDNN, 4096x512x2048)\n", 1e-9 * peak);
+  std::printf("non-causal rows: 7 GEMMs = flash's seven tile products (2 forward, 5 backward) as whole oneDNN"
+              " products; floor = their 14·H·T²·D FLOPs at the GEMM peak; floor/n = the smallest flash/naive ratio"
+              " any exact kernel that recomputes the scores can reach here\n");
+  std::printf("%6s %7s %12s %12s %12s %12s %8s %12s %10s %8s %8s\n", "T", "causal", "naive ms", "naive MiB",
+              "flash ms", "flash MiB", "f/n", "7 GEMMs ms", "floor ms", "floor/n", "flash %pk");
   for (int64_t t = 512; t <= max_t; t *= 2)
     for (const bool causal : {false, true}) {
       Inputs in = make_inputs(t, causal);
@@ -185,12 +233,19 @@ int main(int argc, char** argv) {
       Measure n;
       if (naive_fits) n = measure(in, [&] { return run_naive(in); }, r);
       const Measure f = measure(in, [&] { return run_flash(in, causal, {}); }, r);
-      if (naive_fits) {
-        std::printf("%6ld %7s %12.1f %12.1f %12.1f %12.1f %8.2f\n", static_cast<long>(t), causal ? "yes" : "no", n.ms,
-                    n.peak_bytes / 1048576.0, f.ms, f.peak_bytes / 1048576.0, f.ms / n.ms);
+      if (naive_fits && !causal) {
+        const Measure g = measure(in, [&] { return run_seven_products(in); }, r);
+        const double floor_ms = 1e3 * flash_flops(t) / peak;
+        std::printf("%6ld %7s %12.1f %12.1f %12.1f %12.1f %8.2f %12.1f %10.1f %8.2f %8.0f\n", static_cast<long>(t),
+                    "no", n.ms, n.peak_bytes / 1048576.0, f.ms, f.peak_bytes / 1048576.0, f.ms / n.ms, g.ms, floor_ms,
+                    floor_ms / n.ms, 100.0 * floor_ms / f.ms);
+      } else if (naive_fits) {
+        std::printf("%6ld %7s %12.1f %12.1f %12.1f %12.1f %8.2f %12s %10s %8s %8s\n", static_cast<long>(t), "yes",
+                    n.ms, n.peak_bytes / 1048576.0, f.ms, f.peak_bytes / 1048576.0, f.ms / n.ms, "-", "-", "-", "-");
       } else {
-        std::printf("%6ld %7s %12s %12s %12.1f %12.1f %8s\n", static_cast<long>(t), causal ? "yes" : "no", "-", "-",
-                    f.ms, f.peak_bytes / 1048576.0, "-");
+        const std::string pk = causal ? "-" : std::to_string(static_cast<int>(1e5 * flash_flops(t) / peak / f.ms));
+        std::printf("%6ld %7s %12s %12s %12.1f %12.1f %8s %12s %10s %8s %8s\n", static_cast<long>(t),
+                    causal ? "yes" : "no", "-", "-", f.ms, f.peak_bytes / 1048576.0, "-", "-", "-", "-", pk.c_str());
       }
       std::fflush(stdout);
     }
