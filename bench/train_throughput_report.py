@@ -28,28 +28,37 @@ import sys
 import time
 
 
-def busy_seconds():
+def cpu_seconds():
+    """(busy, steal) CPU seconds of the whole machine so far; busy includes steal
+    (time the hypervisor gave to other guests while this one wanted to run)."""
     with open("/proc/stat") as f:
         v = f.readline().split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in v[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / hz, steal / hz
 
 
 def cmd_run(prefix, cmd):
     load = float(open("/proc/loadavg").read().split()[0])
-    b0, t0 = busy_seconds(), time.perf_counter()
+    (b0, s0), t0 = cpu_seconds(), time.perf_counter()
     with open(prefix + ".log", "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    other = max(0.0, (busy_seconds() - b0 - ru.ru_utime - ru.ru_stime) / wall) if wall > 0 else 0.0
+    b1, s1 = cpu_seconds()
+    other = max(0.0, (b1 - b0 - ru.ru_utime - ru.ru_stime) / wall) if wall > 0 else 0.0
     with open(prefix + ".run.json", "w") as f:
         json.dump({"rc": rc, "wall_s": wall, "max_rss_bytes": ru.ru_maxrss * 1024, "load_before": load,
-                   "other_cpu_cores": other, "cmd": cmd}, f)
+                   "other_cpu_cores": other, "steal_s": s1 - s0, "cmd": cmd}, f)
     return rc
 
 
 # ----------------------------------------------------------------- reading runs
+
+def fmt_steal(info):
+    """Seconds the hypervisor stole during the run ("-" for runs recorded before it was kept)."""
+    return f"{info['steal_s']:.1f}" if "steal_s" in info else "-"
+
 
 def read_json(path):
     with open(path) as f:
@@ -153,7 +162,7 @@ def cmd_report(out, workloads, warmup, steps_by_w):
               f"GEMM peak (raw oneDNN fp32 at {shapes[w]}, median of {len(peaks)} measurements in this run): "
               f"{f'{peak:.0f} GFLOP/s' if peak else '-'}")
         print("| side | round | ms/step (median) | tokens/s | model GFLOP/s | of GEMM peak | first loss | params | "
-              "peak tensor MB | max RSS MB | load before / other CPU |")
+              "peak tensor MB | max RSS MB | load before / other CPU / steal s |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         agg = {}
         for side in ("tfm", "torch"):
@@ -187,7 +196,7 @@ def cmd_report(out, workloads, warmup, steps_by_w):
                 agg.setdefault(side, []).append((tps, gfs, ms, r["first_loss"], r["params"], peak_t, rss, same))
                 print(f"| {side} | {k} | {ms:.1f} | {tps:.0f} | {gfs:.1f} | "
                       f"{f'{gfs / peak:.0%}' if peak else '-'} | {r['first_loss']:.4f} | {r['params']} | "
-                      f"{fmt_mb(peak_t)} | {fmt_mb(rss)} | {info['load_before']:.2f} / {info['other_cpu_cores']:.2f} |"
+                      f"{fmt_mb(peak_t)} | {fmt_mb(rss)} | {info['load_before']:.2f} / {info['other_cpu_cores']:.2f} / {fmt_steal(info)} |"
                       + ("" if same else " BATCHES DIFFER FROM tfm's |"))
         summary.append((w, agg, peak))
     print("\n== summary (median over rounds; tokens/s range in brackets)")
