@@ -103,14 +103,14 @@ double run_flash(Inputs& in, bool causal, const FlashOptions& opt) {
   return now_seconds() - t0;
 }
 
-// The seven tile products of flash fwd+bwd (S = q·kᵀ and P·v forward; S
-// again, Pᵀ·dO, dO·vᵀ, dS·k and dSᵀ·q backward) as whole [H, T, T]
-// products through oneDNN, without the softmax: what flash's arithmetic
-// costs at the GEMM library's rate. Naive does six of these products plus
-// its memory-bound softmax passes, so (seven products) / naive bounds the
-// ratio any exact kernel that recomputes the scores can reach unless its tile
-// products run faster than oneDNN's large GEMMs. Non-causal only (causal
-// flash skips the tiles above the diagonal).
+// Flash's FLOPs in one non-causal fwd+bwd: seven [T, T]-sized products of
+// 2·T²·D each per head (S = q·kᵀ and P·v forward; S again, Pᵀ·dO, dO·vᵀ,
+// dS·k and dSᵀ·q backward). Naive does six of them plus its memory-bound
+// softmax passes, so these FLOPs at the GEMM peak are the floor of any exact
+// kernel that recomputes the scores. run_seven_products times the same
+// products as whole oneDNN matmuls (no softmax), to compare the tile kernel
+// with the GEMM library on these shapes. Non-causal only (causal flash skips
+// the tiles above the diagonal).
 double flash_flops(int64_t t) { return 14.0 * kHeads * static_cast<double>(t) * static_cast<double>(t) * kDim; }
 
 double run_seven_products(const Inputs& in) {
@@ -221,7 +221,8 @@ int main(int argc, char** argv) {
   std::printf("fp32 GEMM peak in this run: %.1f GFLOP/s (oneDNN, 4096x512x2048)\n", 1e-9 * peak);
   std::printf("non-causal rows: 7 GEMMs = flash's seven tile products (2 forward, 5 backward) as whole oneDNN"
               " products; floor = their 14·H·T²·D FLOPs at the GEMM peak; floor/n = the smallest flash/naive ratio"
-              " any exact kernel that recomputes the scores can reach here\n");
+              " any exact kernel that recomputes the scores can reach here; flash %%pk = flash's FLOP rate as %%"
+              " of the peak\n");
   std::printf("%6s %7s %12s %12s %12s %12s %8s %12s %10s %8s %8s\n", "T", "causal", "naive ms", "naive MiB",
               "flash ms", "flash MiB", "f/n", "7 GEMMs ms", "floor ms", "floor/n", "flash %pk");
   for (int64_t t = 512; t <= max_t; t *= 2)
@@ -233,20 +234,31 @@ int main(int argc, char** argv) {
       Measure n;
       if (naive_fits) n = measure(in, [&] { return run_naive(in); }, r);
       const Measure f = measure(in, [&] { return run_flash(in, causal, {}); }, r);
-      if (naive_fits && !causal) {
-        const Measure g = measure(in, [&] { return run_seven_products(in); }, r);
-        const double floor_ms = 1e3 * flash_flops(t) / peak;
-        std::printf("%6ld %7s %12.1f %12.1f %12.1f %12.1f %8.2f %12.1f %10.1f %8.2f %8.0f\n", static_cast<long>(t),
-                    "no", n.ms, n.peak_bytes / 1048576.0, f.ms, f.peak_bytes / 1048576.0, f.ms / n.ms, g.ms, floor_ms,
-                    floor_ms / n.ms, 100.0 * floor_ms / f.ms);
-      } else if (naive_fits) {
-        std::printf("%6ld %7s %12.1f %12.1f %12.1f %12.1f %8.2f %12s %10s %8s %8s\n", static_cast<long>(t), "yes",
-                    n.ms, n.peak_bytes / 1048576.0, f.ms, f.peak_bytes / 1048576.0, f.ms / n.ms, "-", "-", "-", "-");
-      } else {
-        const std::string pk = causal ? "-" : std::to_string(static_cast<int>(1e5 * flash_flops(t) / peak / f.ms));
-        std::printf("%6ld %7s %12s %12s %12.1f %12.1f %8s %12s %10s %8s %8s\n", static_cast<long>(t),
-                    causal ? "yes" : "no", "-", "-", f.ms, f.peak_bytes / 1048576.0, "-", "-", "-", "-", pk.c_str());
+      // Columns after "flash MiB": "-" where naive did not run or the row is causal.
+      auto num = [](double x, const char* fmt) {
+        char b[32];
+        std::snprintf(b, sizeof b, fmt, x);
+        return std::string(b);
+      };
+      std::string naive_ms = "-", naive_mib = "-", ratio = "-", gemms = "-", floor_ms = "-", floor_ratio = "-",
+                  of_peak = "-";
+      if (naive_fits) {
+        naive_ms = num(n.ms, "%.1f");
+        naive_mib = num(n.peak_bytes / 1048576.0, "%.1f");
+        ratio = num(f.ms / n.ms, "%.2f");
       }
+      if (!causal) {
+        const double fl = 1e3 * flash_flops(t) / peak;
+        floor_ms = num(fl, "%.1f");
+        of_peak = num(100.0 * fl / f.ms, "%.0f");
+        if (naive_fits) {
+          gemms = num(measure(in, [&] { return run_seven_products(in); }, r).ms, "%.1f");
+          floor_ratio = num(fl / n.ms, "%.2f");
+        }
+      }
+      std::printf("%6ld %7s %12s %12s %12.1f %12.1f %8s %12s %10s %8s %8s\n", static_cast<long>(t),
+                  causal ? "yes" : "no", naive_ms.c_str(), naive_mib.c_str(), f.ms, f.peak_bytes / 1048576.0,
+                  ratio.c_str(), gemms.c_str(), floor_ms.c_str(), floor_ratio.c_str(), of_peak.c_str());
       std::fflush(stdout);
     }
   return 0;
