@@ -365,15 +365,20 @@ void backward_head(const Problem& pb, int64_t bh, const float* q, const float* k
   }
   padding_bias(pb, bh / pb.heads, sc.bias.data());
   for (int64_t j0 = 0; j0 < pb.tk; j0 += bc) {
-    const int64_t cols = std::min(bc, pb.tk - j0), n = round_up_lanes(cols);
+    const int64_t tile_cols = std::min(bc, pb.tk - j0);
     // Query q_offset + i >= j0 is the first to see key j0.
     const int64_t i_start = pb.causal ? std::clamp<int64_t>(j0 - pb.q_offset, 0, tq) : 0;
     if (i_start >= tq) continue;
-    transpose_tile(k + j0 * D, cols, D, sc.kt.data(), ld);
-    transpose_tile(v + j0 * D, cols, D, sc.vt.data(), ld);
+    transpose_tile(k + j0 * D, tile_cols, D, sc.kt.data(), ld);
+    transpose_tile(v + j0 * D, tile_cols, D, sc.vt.data(), ld);
     const float* bias = sc.bias.data() + j0;
     for (int64_t i0 = i_start; i0 < tq; i0 += br) {
       const int64_t rows = std::min(br, tq - i0);
+      // Causal: keys past the last row's limit are invisible to the whole
+      // query tile, so it skips them (as the forward does); at T <= kv_tile
+      // this halves the backward's work.
+      const int64_t cols = pb.causal ? std::min(tile_cols, pb.q_offset + i0 + rows - j0) : tile_cols;
+      const int64_t n = round_up_lanes(cols);
       const float* qt = q + i0 * D;
       const float* dot = dout + i0 * D;
       gemm(rows, cols, D, qt, D, 1, sc.kt.data(), ld, s, ld, false);  // S = q·kᵀ
