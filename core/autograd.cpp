@@ -100,6 +100,22 @@ void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
   }
 }
 
+// Lets a one-input node add its gradient into the pending gradient of the
+// node its input came from (Node::backward_into), when that gradient exists
+// and may be written in place. True when it did; the node then returns no
+// gradients (its edge only releases its dependency count).
+bool add_into_input(Node& n, const Tensor& grad_out,
+                    std::unordered_map<Node*, std::shared_ptr<TensorImpl>>& grads) {
+  if (n.next.size() != 1 || !n.next[0].node) return false;
+  auto it = grads.find(n.next[0].node.get());
+  if (it == grads.end() || !it->second || !exclusive(it->second)) return false;
+  Tensor acc(std::move(it->second));
+  const bool done = acc.is_contiguous() && acc.offset() == 0 && acc.shape() == n.next[0].shape &&
+                    n.backward_into(grad_out, acc);
+  it->second = acc.impl_ptr();
+  return done;
+}
+
 // The inputs of grad() whose gradients a pass captures instead of
 // accumulating: leaves by their impl, non-leaves by their producer node.
 struct Targets {
@@ -221,7 +237,11 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds,
                   "' already ran and freed its saved tensors; a graph can be back-propagated only once");
         {
           profile::OpScope prof_node(profile::enabled() ? profile::kind_of_node(n->name()) : profile::Kind::other_op);
-          grad_in = n->backward(grad_out);
+          if (add_into_input(*n, grad_out, grads)) {
+            grad_in.resize(n->next.size());  // undefined: nothing more to send along the edge
+          } else {
+            grad_in = n->backward(grad_out);
+          }
         }
         n->release();
         n->released = true;

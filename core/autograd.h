@@ -52,6 +52,14 @@ class Node {
   // Given dLoss/dOutput, returns dLoss/dInput for each input, in the order
   // the inputs were recorded; an undefined Tensor means "no gradient".
   virtual std::vector<Tensor> backward(const Tensor& grad_output) = 0;
+  // Optional, for a node with one input: add dLoss/dInput straight into
+  // `acc`, the input's gradient so far (full shape, contiguous, owned by the
+  // engine alone), and return true; false means "call backward()". A slice
+  // adds into the region it covers instead of returning a zero-filled
+  // full-size tensor for the engine to add (a fused QKV projection's three
+  // slices cost two full zero-fills and two full additions otherwise). The
+  // engine calls it only when the input already has a gradient.
+  virtual bool backward_into(const Tensor& /*grad_output*/, Tensor& /*acc*/) { return false; }
   // Frees saved tensors. Called by the engine right after backward().
   virtual void release() = 0;
 

@@ -137,6 +137,35 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   return permute(x, dims);
 }
 
+namespace {
+
+// The gradient of a slice is the incoming gradient placed in its region of
+// a zero tensor; when the input already has a gradient (another slice of
+// the same tensor ran first), it is added into that region in place.
+class SliceNode final : public Node {
+ public:
+  SliceNode(Shape input_shape, int64_t dim, int64_t start, int64_t end, int64_t step)
+      : input_shape_(std::move(input_shape)), dim_(dim), start_(start), end_(end), step_(step) {}
+  const char* name() const override { return "slice"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor gx = zeros(input_shape_);
+    kernels::copy_into(g, region(gx));
+    return {gx};
+  }
+  bool backward_into(const Tensor& g, Tensor& acc) override {
+    region(acc).add_(g);
+    return true;
+  }
+  void release() override {}
+
+ private:
+  Tensor region(const Tensor& t) const { return t.detach().slice(dim_, start_, end_, step_); }
+  Shape input_shape_;
+  int64_t dim_, start_, end_, step_;
+};
+
+}  // namespace
+
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
   profile::OpScope prof(profile::Kind::shape);
   const int64_t d = existing_dim(x, dim, "slice");
@@ -150,13 +179,7 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
   shape[d] = (end - start + step - 1) / step;
   strides[d] *= step;
   Tensor out = make_view(x, shape, strides, x.offset() + start * x.strides()[d]);
-  if (needs_grad({&x})) {
-    record(out, "slice", {x}, [xs = x.shape(), d, start, end, step](const Tensor& g) {
-      Tensor gx = zeros(xs);
-      kernels::copy_into(g, gx.detach().slice(d, start, end, step));
-      return std::vector<Tensor>{gx};
-    });
-  }
+  if (needs_grad({&x})) record(out, std::make_shared<SliceNode>(x.shape(), d, start, end, step), {x});
   return out;
 }
 

@@ -426,6 +426,28 @@ TEST_CASE("concat, stack and split backward", "[shape]") {
         },
         {x});
   }
+  SECTION("slices of a computed tensor add into its gradient in place") {
+    // The slices' input is a node's output, not a leaf: the second and later
+    // slices to run add into the region of the gradient the first one made
+    // (Node::backward_into). Disjoint, overlapping and stepped slices, and the
+    // sliced tensor also used whole.
+    const Tensor x = random_tensor({3, 6}, 7, 1.0f, true);
+    check_gradients(
+        [](const auto& in) {
+          const Tensor y = core::mul(in[0], in[0]);
+          const auto p = core::split(y, 2, 1);
+          return core::concat({core::mul(p[0], p[2]), p[1], y.slice(1, 1, 5).slice(1, 0, 2),
+                               y.slice(1, 0, 6, 3), y.slice(0, 1, 3).slice(1, 0, 2)},
+                              0);
+        },
+        {x});
+    check_gradients(
+        [](const auto& in) {
+          const Tensor y = core::mul(in[0], 2.0f);
+          return core::add(core::mul(y, y), core::concat({y.slice(1, 3, 6), y.slice(1, 0, 3)}, 1));
+        },
+        {x});
+  }
 }
 
 TEST_CASE("chained shape ops and non-contiguous inputs backward", "[shape]") {
