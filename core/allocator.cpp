@@ -226,7 +226,8 @@ void* allocate(std::size_t bytes) {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   auto& set = c.free_blocks[pool_for(size)];
-  Block probe{nullptr, size};
+  Block probe;  // a search key: only the size (and a null address, before every real block) matter
+  probe.size = size;
   auto it = set.lower_bound(&probe);
   Block* b = nullptr;
   if (it != set.end()) {
