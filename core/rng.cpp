@@ -48,8 +48,8 @@ inline void mul_hi_lo(__m512i a, __m512i b, __m512i& hi, __m512i& lo) {
   lo = _mm512_mask_blend_epi32(kOdd, even, _mm512_slli_epi64(odd, 32));
 }
 
-// Philox-4x32-10 of the 16 counters start + i: out[4·i + k] = word k, for
-// the first `blocks` (<= 16 · kBatches) counters. Two independent batches
+// Philox-4x32-10 of the counters start + i, i < blocks (<= 16 · kBatches):
+// out[4·i + k] = word k of counter start + i. Two independent batches
 // of 16 run interleaved: 0.56 ns per word on one thread against 0.68 for one
 // batch (the multiplies' latency overlaps); four were no faster.
 constexpr int kBatches = 2;
