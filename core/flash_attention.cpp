@@ -143,12 +143,27 @@ void gemm(int64_t m, int64_t n, int64_t kdim, const float* a, int64_t ars, int64
 
 #endif
 
-// dst[d · ld + r] = src[r · dim + d] for r < rows: a [rows, dim] tile as
-// [dim, rows]. Contiguous stores (strided scalar stores a whole tile apart
-// made this the largest cost of the forward).
-void transpose_tile(const float* src, int64_t rows, int64_t dim, float* dst, int64_t ld) {
+// dst[d · ld + r] = src[r · rs + d] for r < rows: a [rows, dim] tile (row
+// stride rs) as [dim, rows]. Contiguous stores (strided scalar stores a
+// whole tile apart made this the largest cost of the forward).
+void transpose_tile(const float* src, int64_t rows, int64_t dim, int64_t rs, float* dst, int64_t ld) {
   for (int64_t d = 0; d < dim; ++d)
-    for (int64_t r = 0; r < rows; ++r) dst[d * ld + r] = src[r * dim + d];
+    for (int64_t r = 0; r < rows; ++r) dst[d * ld + r] = src[r * rs + d];
+}
+
+// A [B, H, T, D] operand with unit stride in D and any other strides (the
+// attention layer's q, k, v are views into one [B, T, 3·C] projection, and
+// the outputs are laid out [B, T, H, D] so that merging the heads back is a
+// view): head bh's row i starts at head(bh) + i·rs.
+template <class T>
+struct Heads {
+  T* base;
+  int64_t bs, hs, rs, heads;
+  T* head(int64_t bh) const { return base + (bh / heads) * bs + (bh % heads) * hs; }
+};
+template <class T>
+Heads<T> heads_of(const Tensor& t) {
+  return {t.data<float>(), t.stride(0), t.stride(1), t.stride(2), t.size(1)};
 }
 
 // ---------------------------------------------------------------- masks and dropout
@@ -275,10 +290,10 @@ void parallel_items(const Problem& pb, bool backward, int64_t items, Body body) 
 // Rows i0 .. i0 + rows − 1 of head bh: O and L.
 // kt: this head's key tiles transposed, tile t at kt + t·D·ld (see
 // transpose_key_tiles).
-void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows, const float* q, const float* kt,
-                        const float* v, float* o, float* lse, Scratch& sc) {
+void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows, const float* q, int64_t qs,
+                        const float* kt, const float* v, int64_t vs, float* o, int64_t os, float* lse, Scratch& sc) {
   const int64_t D = pb.dim, bc = pb.kv_tile, ld = pb.ld;
-  const float* qt = q + i0 * D;
+  const float* qt = q + i0 * qs;
   float* acc = sc.acc.data();
   float* s = sc.s.data();
   std::fill(acc, acc + rows * D, 0.0f);
@@ -289,17 +304,21 @@ void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows,
   const int64_t kv_end = pb.causal ? std::clamp<int64_t>(pb.q_offset + i0 + rows, 0, pb.tk) : pb.tk;
   for (int64_t j0 = 0; j0 < kv_end; j0 += bc) {
     const int64_t cols = std::min(bc, kv_end - j0), n = round_up_lanes(cols);
-    gemm(rows, cols, D, qt, D, 1, kt + (j0 / bc) * D * ld, ld, s, ld, false);  // S = q·kᵀ
+    gemm(rows, cols, D, qt, qs, 1, kt + (j0 / bc) * D * ld, ld, s, ld, false);  // S = q·kᵀ
     const float* bias = sc.bias.data() + j0;
     for (int64_t r = 0; r < rows; ++r) {
       float* sr = s + r * ld;
-      const float mx = mask_scores_row(sr, bias, visible_in_tile(pb, i0 + r, j0, cols), n, pb.scale);
+      // Row ops and dropout bits cover the row's visible keys only (rounded
+      // up to whole vectors); the causally hidden rest of the tile is zero.
+      const int64_t lim = visible_in_tile(pb, i0 + r, j0, cols), nr = std::min(round_up_lanes(lim), n);
+      std::fill(sr + nr, sr + n, 0.0f);
+      const float mx = mask_scores_row(sr, bias, lim, nr, pb.scale);
       const float m_old = sc.row_max[r], m_new = std::max(m_old, mx);
       if (m_new == kNegInf) {  // nothing visible yet: the row contributes nothing
-        std::fill(sr, sr + cols, 0.0f);
+        std::fill(sr, sr + nr, 0.0f);
         continue;
       }
-      const float sum = exp_row(sr, n, m_new);
+      const float sum = exp_row(sr, nr, m_new);
       const float alpha = m_old == kNegInf ? 0.0f : vmath::vexp(m_old - m_new);
       sc.row_sum[r] = sc.row_sum[r] * alpha + sum;
       sc.row_max[r] = m_new;
@@ -307,17 +326,17 @@ void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows,
         float* ar = acc + r * D;
         for (int64_t d = 0; d < D; ++d) ar[d] *= alpha;
       }
-      if (pb.drop.active()) {
+      if (pb.drop.active() && lim > 0) {
         float* z = sc.z.data();
-        dropout_row(pb, bh, i0 + r, j0, cols, sc.bits.data(), z);
-        for (int64_t c = 0; c < cols; ++c) sr[c] *= z[c];
+        dropout_row(pb, bh, i0 + r, j0, lim, sc.bits.data(), z);
+        for (int64_t c = 0; c < lim; ++c) sr[c] *= z[c];
       }
     }
-    gemm(rows, D, cols, s, ld, 1, v + j0 * D, D, acc, D, true);  // acc += P·v
+    gemm(rows, D, cols, s, ld, 1, v + j0 * vs, vs, acc, D, true);  // acc += P·v
   }
   for (int64_t r = 0; r < rows; ++r) {
     const float l = sc.row_sum[r];
-    float* orow = o + (i0 + r) * D;
+    float* orow = o + (i0 + r) * os;
     const float* ar = acc + r * D;
     if (l > 0.0f) {
       const float inv = 1.0f / l;
@@ -333,34 +352,48 @@ void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows,
 // Every key tile of every head transposed once per call (the forward's
 // work items share them): [B·H, tiles, D, ld], tile t of head bh at
 // ((bh · tiles + t) · D) · ld; linear in Tk like k itself.
-Tensor transpose_key_tiles(const Problem& pb, const float* k) {
+Tensor transpose_key_tiles(const Problem& pb, const Heads<const float>& k) {
   const int64_t D = pb.dim, bc = pb.kv_tile, tiles = (pb.tk + bc - 1) / bc, bhs = pb.batch * pb.heads;
   Tensor out = empty({bhs, tiles, D, pb.ld});
   float* op = out.data<float>();
 #pragma omp parallel for schedule(static) if (should_parallelize(bhs * pb.tk * D) && bhs * tiles > 1)
   for (int64_t it = 0; it < bhs * tiles; ++it) {
     const int64_t bh = it / tiles, j0 = (it % tiles) * bc;
-    transpose_tile(k + (bh * pb.tk + j0) * D, std::min(bc, pb.tk - j0), D, op + it * D * pb.ld, pb.ld);
+    transpose_tile(k.head(bh) + j0 * k.rs, std::min(bc, pb.tk - j0), D, k.rs, op + it * D * pb.ld, pb.ld);
   }
   return out;
 }
 
 // ---------------------------------------------------------------- backward
 
+// The backward's operands: the forward's inputs and outputs, dO, and the
+// gradients it writes.
+struct BackwardArgs {
+  Heads<const float> q, k, v, o, dout;
+  const float* lse;  // [B·H, Tq]
+  Heads<float> dq, dk, dv;
+};
+
 // All gradients of head bh (one thread owns them: no shared accumulation).
-void backward_head(const Problem& pb, int64_t bh, const float* q, const float* k, const float* v, const float* o,
-                   const float* lse, const float* dout, float* dq, float* dk, float* dv, Scratch& sc) {
+void backward_head(const Problem& pb, int64_t bh, const BackwardArgs& a, Scratch& sc) {
   const int64_t D = pb.dim, bc = pb.kv_tile, br = pb.q_tile, tq = pb.tq, ld = pb.ld;
+  const float *q = a.q.head(bh), *k = a.k.head(bh), *v = a.v.head(bh), *o = a.o.head(bh), *dout = a.dout.head(bh);
+  const float* lse = a.lse + bh * tq;
+  float *dq = a.dq.head(bh), *dk = a.dk.head(bh), *dv = a.dv.head(bh);
+  const int64_t qs = a.q.rs, ks = a.k.rs, vs = a.v.rs, os = a.o.rs, dos = a.dout.rs, dqs = a.dq.rs, dks = a.dk.rs,
+                dvs = a.dv.rs;
   float* s = sc.s.data();
   float* dp = sc.dp.data();
   float* z = sc.z.data();
   float* dsum = sc.dsum.data();
-  std::fill(dq, dq + tq * D, 0.0f);
-  std::fill(dk, dk + pb.tk * D, 0.0f);
-  std::fill(dv, dv + pb.tk * D, 0.0f);
+  for (int64_t i = 0; i < tq; ++i) std::fill(dq + i * dqs, dq + i * dqs + D, 0.0f);
+  for (int64_t j = 0; j < pb.tk; ++j) {
+    std::fill(dk + j * dks, dk + j * dks + D, 0.0f);
+    std::fill(dv + j * dvs, dv + j * dvs + D, 0.0f);
+  }
   for (int64_t i = 0; i < tq; ++i) {  // D_i = rowsum(dO ∘ O)
     float acc = 0.0f;
-    for (int64_t d = 0; d < D; ++d) acc = std::fma(dout[i * D + d], o[i * D + d], acc);  // as gemm() sums
+    for (int64_t d = 0; d < D; ++d) acc = std::fma(dout[i * dos + d], o[i * os + d], acc);  // as gemm() sums
     dsum[i] = acc;
   }
   padding_bias(pb, bh / pb.heads, sc.bias.data());
@@ -369,8 +402,8 @@ void backward_head(const Problem& pb, int64_t bh, const float* q, const float* k
     // Query q_offset + i >= j0 is the first to see key j0.
     const int64_t i_start = pb.causal ? std::clamp<int64_t>(j0 - pb.q_offset, 0, tq) : 0;
     if (i_start >= tq) continue;
-    transpose_tile(k + j0 * D, tile_cols, D, sc.kt.data(), ld);
-    transpose_tile(v + j0 * D, tile_cols, D, sc.vt.data(), ld);
+    transpose_tile(k + j0 * ks, tile_cols, D, ks, sc.kt.data(), ld);
+    transpose_tile(v + j0 * vs, tile_cols, D, vs, sc.vt.data(), ld);
     const float* bias = sc.bias.data() + j0;
     for (int64_t i0 = i_start; i0 < tq; i0 += br) {
       const int64_t rows = std::min(br, tq - i0);
@@ -379,40 +412,47 @@ void backward_head(const Problem& pb, int64_t bh, const float* q, const float* k
       // this halves the backward's work.
       const int64_t cols = pb.causal ? std::min(tile_cols, pb.q_offset + i0 + rows - j0) : tile_cols;
       const int64_t n = round_up_lanes(cols);
-      const float* qt = q + i0 * D;
-      const float* dot = dout + i0 * D;
-      gemm(rows, cols, D, qt, D, 1, sc.kt.data(), ld, s, ld, false);  // S = q·kᵀ
-      for (int64_t r = 0; r < rows; ++r) {  // P = exp(scale·S + bias − L)
+      const float* qt = q + i0 * qs;
+      const float* dot = dout + i0 * dos;
+      gemm(rows, cols, D, qt, qs, 1, sc.kt.data(), ld, s, ld, false);  // S = q·kᵀ
+      for (int64_t r = 0; r < rows; ++r) {  // P = exp(scale·S + bias − L), visible keys only (as forward)
         float* sr = s + r * ld;
         const float l = lse[i0 + r];
         const int64_t lim = l == kNegInf ? 0 : visible_in_tile(pb, i0 + r, j0, cols);
-        for (int64_t c = 0; c < n; ++c) {
+        const int64_t nr = std::min(round_up_lanes(lim), n);
+        for (int64_t c = 0; c < nr; ++c) {
           const float x = sr[c] * pb.scale + bias[c];
           sr[c] = c < lim && x != kNegInf ? vmath::vexp(x - l) : 0.0f;
         }
-        if (pb.drop.active()) dropout_row(pb, bh, i0 + r, j0, cols, sc.bits.data(), z + r * ld);
+        std::fill(sr + nr, sr + n, 0.0f);
+        if (pb.drop.active()) {  // Z past the visible keys multiplies P = 0; keep it finite
+          float* zr = z + r * ld;
+          if (lim > 0) dropout_row(pb, bh, i0 + r, j0, lim, sc.bits.data(), zr);
+          std::fill(zr + lim, zr + cols, 0.0f);
+        }
       }
       if (pb.drop.active()) {  // dV += (P ∘ Z)ᵀ·dO
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t c = 0; c < cols; ++c) dp[r * ld + c] = s[r * ld + c] * z[r * ld + c];
-        gemm(cols, D, rows, dp, 1, ld, dot, D, dv + j0 * D, D, true);
+        gemm(cols, D, rows, dp, 1, ld, dot, dos, dv + j0 * dvs, dvs, true);
       } else {  // dV += Pᵀ·dO
-        gemm(cols, D, rows, s, 1, ld, dot, D, dv + j0 * D, D, true);
+        gemm(cols, D, rows, s, 1, ld, dot, dos, dv + j0 * dvs, dvs, true);
       }
-      gemm(rows, cols, D, dot, D, 1, sc.vt.data(), ld, dp, ld, false);  // dP = dO·vᵀ
-      for (int64_t r = 0; r < rows; ++r) {  // dS = scale · P ∘ (dP ∘ Z − D_i), into s
+      gemm(rows, cols, D, dot, dos, 1, sc.vt.data(), ld, dp, ld, false);  // dP = dO·vᵀ
+      for (int64_t r = 0; r < rows; ++r) {  // dS = scale · P ∘ (dP ∘ Z − D_i), into s (0 where P is)
         float* sr = s + r * ld;
         const float* dpr = dp + r * ld;
         const float di = dsum[i0 + r];
+        const int64_t lim = visible_in_tile(pb, i0 + r, j0, cols);
         if (pb.drop.active()) {
           const float* zr = z + r * ld;
-          for (int64_t c = 0; c < cols; ++c) sr[c] = pb.scale * sr[c] * (dpr[c] * zr[c] - di);
+          for (int64_t c = 0; c < lim; ++c) sr[c] = pb.scale * sr[c] * (dpr[c] * zr[c] - di);
         } else {
-          for (int64_t c = 0; c < cols; ++c) sr[c] = pb.scale * sr[c] * (dpr[c] - di);
+          for (int64_t c = 0; c < lim; ++c) sr[c] = pb.scale * sr[c] * (dpr[c] - di);
         }
       }
-      gemm(rows, D, cols, s, ld, 1, k + j0 * D, D, dq + i0 * D, D, true);   // dQ += dS·k
-      gemm(cols, D, rows, s, 1, ld, qt, D, dk + j0 * D, D, true);           // dK += dSᵀ·q
+      gemm(rows, D, cols, s, ld, 1, k + j0 * ks, ks, dq + i0 * dqs, dqs, true);  // dQ += dS·k
+      gemm(cols, D, rows, s, 1, ld, qt, qs, dk + j0 * dks, dks, true);           // dK += dSᵀ·q
     }
   }
 }
@@ -464,9 +504,17 @@ Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, const At
   return pb;
 }
 
-void check_contiguous(const Tensor& t, const char* what) {
-  TFM_CHECK(t.is_contiguous() || t.numel() == 0, "flash_attention: ", what, " must be contiguous here");
+// The kernels read rows through strides but each row's D values in a run.
+bool unit_stride_rows(const Tensor& t) { return t.size(3) == 1 || t.stride(3) == 1; }
+
+void check_rows(const Tensor& t, const char* what) {
+  TFM_CHECK(unit_stride_rows(t) || t.numel() == 0, "flash_attention: ", what, " ", shape_str(t.shape()),
+            " needs a unit stride in its last dim (strides ", shape_str(t.strides()), ")");
 }
+
+// A [B, H, T, D] result laid out [B, T, H, D]: its heads merge back into
+// [B, T, H·D] as a view.
+Tensor empty_heads(const Shape& s) { return empty({s[0], s[2], s[1], s[3]}).permute({0, 2, 1, 3}); }
 
 }  // namespace
 
@@ -475,20 +523,26 @@ void check_contiguous(const Tensor& t, const char* what) {
 FlashResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask,
                                     float scale, const FlashDropout& drop, const FlashOptions& opt) {
   const Problem pb = make_problem(q, k, v, mask, scale, drop, opt);
-  check_contiguous(q, "q");
-  check_contiguous(k, "k");
-  check_contiguous(v, "v");
-  FlashResult res{empty(q.shape()), empty({pb.batch, pb.heads, pb.tq})};
-  const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
-  float *op = res.out.data<float>(), *lp = res.lse.data<float>();
-  const int64_t D = pb.dim, tiles = (pb.tq + pb.q_tile - 1) / pb.q_tile;
-  const Tensor kt = transpose_key_tiles(pb, kp);
+  check_rows(q, "q");
+  check_rows(k, "k");
+  check_rows(v, "v");
+  FlashResult res{empty_heads(q.shape()), empty({pb.batch, pb.heads, pb.tq})};
+  if (q.numel() == 0 || k.numel() == 0) {
+    res.out.fill_(0.0f);
+    res.lse.fill_(kNegInf);
+    return res;
+  }
+  const auto qh = heads_of<const float>(q), kh = heads_of<const float>(k), vh = heads_of<const float>(v);
+  const auto oh = heads_of<float>(res.out);
+  float* lp = res.lse.data<float>();
+  const int64_t tiles = (pb.tq + pb.q_tile - 1) / pb.q_tile;
+  const Tensor kt = transpose_key_tiles(pb, kh);
   const float* ktp = kt.data<float>();
   const int64_t kt_head = kt.numel() / std::max<int64_t>(1, pb.batch * pb.heads);
   parallel_items(pb, false, pb.batch * pb.heads * tiles, [&](int64_t it, Scratch& sc) {
     const int64_t bh = it / tiles, i0 = (it % tiles) * pb.q_tile;
-    forward_query_tile(pb, bh, i0, std::min(pb.q_tile, pb.tq - i0), qp + bh * pb.tq * D, ktp + bh * kt_head,
-                       vp + bh * pb.tk * D, op + bh * pb.tq * D, lp + bh * pb.tq, sc);
+    forward_query_tile(pb, bh, i0, std::min(pb.q_tile, pb.tq - i0), qh.head(bh), qh.rs, ktp + bh * kt_head,
+                       vh.head(bh), vh.rs, oh.head(bh), oh.rs, lp + bh * pb.tq, sc);
   });
   return res;
 }
@@ -498,20 +552,20 @@ FlashGrads flash_attention_backward(const Tensor& q, const Tensor& k, const Tens
                                     const FlashDropout& drop, const FlashOptions& opt) {
   const Problem pb = make_problem(q, k, v, mask, scale, drop, opt);
   for (const auto& [t, what] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&o, "o"}, {&dout, "dout"}})
-    check_contiguous(*t, what);
+    check_rows(*t, what);
   TFM_CHECK(o.shape() == q.shape() && dout.shape() == q.shape(), "flash_attention backward: o ",
             shape_str(o.shape()), " and dout ", shape_str(dout.shape()), " must be ", shape_str(q.shape()));
   TFM_CHECK(lse.is_contiguous() && lse.shape() == Shape({pb.batch, pb.heads, pb.tq}),
             "flash_attention backward: lse ", shape_str(lse.shape()), " must be contiguous [B, H, Tq]");
-  FlashGrads g{empty(q.shape()), empty(k.shape()), empty(v.shape())};
-  const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>(), *opp = o.data<float>(),
-              *lp = lse.data<float>(), *dop = dout.data<float>();
-  float *dqp = g.dq.data<float>(), *dkp = g.dk.data<float>(), *dvp = g.dv.data<float>();
-  const int64_t D = pb.dim, qn = pb.tq * D, kn = pb.tk * D;
-  parallel_items(pb, true, pb.batch * pb.heads, [&](int64_t bh, Scratch& sc) {
-    backward_head(pb, bh, qp + bh * qn, kp + bh * kn, vp + bh * kn, opp + bh * qn, lp + bh * pb.tq, dop + bh * qn,
-                  dqp + bh * qn, dkp + bh * kn, dvp + bh * kn, sc);
-  });
+  FlashGrads g{empty_heads(q.shape()), empty_heads(k.shape()), empty_heads(v.shape())};
+  if (q.numel() == 0 || k.numel() == 0) {
+    for (Tensor* t : {&g.dq, &g.dk, &g.dv}) t->fill_(0.0f);
+    return g;
+  }
+  const BackwardArgs args{heads_of<const float>(q),    heads_of<const float>(k), heads_of<const float>(v),
+                          heads_of<const float>(o),    heads_of<const float>(dout), lse.data<float>(),
+                          heads_of<float>(g.dq),       heads_of<float>(g.dk),    heads_of<float>(g.dv)};
+  parallel_items(pb, true, pb.batch * pb.heads, [&](int64_t bh, Scratch& sc) { backward_head(pb, bh, args, sc); });
   return g;
 }
 
@@ -524,7 +578,9 @@ FlashResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Ten
   check_input(k, "k");
   check_input(v, "v");
   TFM_CHECK(dropout_p >= 0.0f && dropout_p <= 1.0f, "flash_attention: dropout_p must be in [0, 1], got ", dropout_p);
-  const Tensor qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
+  // Views are read in place when their rows are unit-stride (the layer's q, k, v slices are).
+  auto rows_of = [](const Tensor& t) { return unit_stride_rows(t) ? t.detach() : t.detach().contiguous(); };
+  const Tensor qc = rows_of(q), kc = rows_of(k), vc = rows_of(v);
   AttentionMask m = mask;
   if (m.key_padding.defined()) m.key_padding = m.key_padding.detach().contiguous();
   FlashDropout drop;
@@ -539,7 +595,8 @@ FlashResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Ten
   if (needs_grad({&q, &k, &v})) {
     const Tensor o = res.out.detach(), lse = res.lse;
     record(res.out, "flash_attention", {q, k, v}, [qc, kc, vc, o, lse, m, scale, drop, opt](const Tensor& g) {
-      FlashGrads gr = flash_attention_backward(qc, kc, vc, o, lse, g.contiguous(), m, scale, drop, opt);
+      const Tensor gr_rows = unit_stride_rows(g) ? g : g.contiguous();
+      FlashGrads gr = flash_attention_backward(qc, kc, vc, o, lse, gr_rows, m, scale, drop, opt);
       return std::vector<Tensor>{gr.dq, gr.dk, gr.dv};
     });
   }

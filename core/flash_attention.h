@@ -81,15 +81,16 @@ struct FlashDropout {
   bool active() const { return p > 0.0f; }
 };
 
-// The kernels on contiguous f32 tensors (no autograd). key_padding is
-// undefined or contiguous [B, Tk].
+// The kernels on f32 [B, H, T, D] tensors with a unit stride in D and any
+// other strides (no autograd). Results (out, dq, dk, dv) are [B, H, T, D]
+// views of [B, T, H, D] storage. key_padding is undefined or contiguous [B, Tk].
 FlashResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask,
                                     float scale, const FlashDropout& drop, const FlashOptions& opt);
 
 struct FlashGrads {
   Tensor dq, dk, dv;  // shapes of q, k, v
 };
-// o, lse: the forward's outputs; dout [B, H, Tq, D] contiguous.
+// o, lse: the forward's outputs; dout [B, H, Tq, D] with a unit stride in D.
 FlashGrads flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                                     const Tensor& lse, const Tensor& dout, const AttentionMask& mask, float scale,
                                     const FlashDropout& drop, const FlashOptions& opt);

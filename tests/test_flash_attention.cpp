@@ -348,6 +348,56 @@ TEST_CASE("flash attention accepts strided views (rotated or transposed q/k/v)",
       {q, k, v});
 }
 
+TEST_CASE("flash attention reads views of a fused QKV projection in place, bit for bit as contiguous copies",
+          "[flash]") {
+  // The attention layer's layout: one [B, T, 3·H·D] projection, split and
+  // viewed as [B, H, T, D] (row stride 3·H·D). The kernels read it through
+  // strides; the results must be the bits of the same call on copies.
+  const int64_t B = 2, T = 37, H = 3, D = 8, C = H * D;
+  for (const float p_drop : {0.0f, 0.3f}) {
+    INFO("dropout " << p_drop);
+    const Tensor dout = random_tensor({B, H, T, D}, 42);
+    AttentionMask m;
+    m.causal = true;
+    auto heads = [&](const Tensor& x, int64_t part) {
+      return x.slice(2, part * C, (part + 1) * C).reshape({B, T, H, D}).permute({0, 2, 1, 3});
+    };
+    Tensor qkv = random_tensor({B, T, 3 * C}, 41, 1.0f, true);
+    core::Generator g1(5);
+    const core::FlashResult strided =
+        core::flash_attention_with_lse(heads(qkv, 0), heads(qkv, 1), heads(qkv, 2), m, 0.3f, p_drop, true, g1, {16, 16});
+    REQUIRE_FALSE(heads(qkv, 0).is_contiguous());
+    strided.out.backward(dout);
+    // The output is laid out [B, T, H, D], so merging the heads is a view.
+    CHECK(strided.out.permute({0, 2, 1, 3}).is_contiguous());
+
+    std::vector<Tensor> parts;
+    for (int64_t part = 0; part < 3; ++part) {
+      parts.push_back(heads(qkv.detach(), part).contiguous());
+      parts.back().set_requires_grad(true);
+    }
+    core::Generator g2(5);
+    const core::FlashResult copied =
+        core::flash_attention_with_lse(parts[0], parts[1], parts[2], m, 0.3f, p_drop, true, g2, {16, 16});
+    copied.out.backward(dout);
+    CHECK(strided.out.to_vector() == copied.out.to_vector());
+    CHECK(strided.lse.to_vector() == copied.lse.to_vector());
+    const Tensor dqkv = qkv.grad();
+    for (int64_t part = 0; part < 3; ++part) {
+      INFO("part " << part);
+      CHECK(heads(dqkv, part).to_vector() == parts[part].grad().to_vector());
+    }
+  }
+  // A unit stride in T instead of D (a transposed view) takes the copy path.
+  Tensor qt = random_tensor({1, 2, 8, 5}, 43, 1.0f);
+  const Tensor q_view = qt.transpose(2, 3);  // [1, 2, 5, 8] with stride 1 along T
+  core::Generator g3(0);
+  const Tensor a = core::flash_attention(q_view, q_view, q_view, {}, 0.5f, 0.0f, false, g3);
+  const Tensor qc = q_view.contiguous();
+  const Tensor b = core::flash_attention(qc, qc, qc, {}, 0.5f, 0.0f, false, g3);
+  CHECK(a.to_vector() == b.to_vector());
+}
+
 TEST_CASE("flash attention on rotary-rotated q/k equals the naive composition, gradients included", "[flash]") {
   // What the attention module hands a backend: heads split from [B, T, H, D]
   // by a permute, rotary positions applied at an offset, a causal KV-cache step.
