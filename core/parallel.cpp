@@ -2,9 +2,12 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 
 #include "error.h"
 
@@ -16,8 +19,18 @@ void set_num_threads(int n) {
   if (n > 0) omp_set_num_threads(n);
 }
 
-int64_t parse_parallel_grain(const char* v) {
-  if (!v || !*v) return kParallelGrain;
+int64_t default_parallel_grain(const char* wait_policy) {
+  if (!wait_policy) return kParallelGrain;
+  const std::string_view p(wait_policy);
+  const std::string_view passive = "passive";
+  const bool is_passive = p.size() == passive.size() && std::equal(p.begin(), p.end(), passive.begin(), [](char a, char b) {
+                            return std::tolower(static_cast<unsigned char>(a)) == b;
+                          });
+  return is_passive ? kParallelGrainPassive : kParallelGrain;
+}
+
+int64_t parse_parallel_grain(const char* v, int64_t fallback) {
+  if (!v || !*v) return fallback;
   char* end = nullptr;
   errno = 0;
   const long long g = std::strtoll(v, &end, 10);
@@ -27,11 +40,12 @@ int64_t parse_parallel_grain(const char* v) {
 
 namespace {
 int64_t grain_from_env() {
+  const int64_t fallback = default_parallel_grain(std::getenv("OMP_WAIT_POLICY"));
   try {
-    return parse_parallel_grain(std::getenv("TFM_PARALLEL_GRAIN"));
+    return parse_parallel_grain(std::getenv("TFM_PARALLEL_GRAIN"), fallback);
   } catch (const Error& e) {
-    std::fprintf(stderr, "tfm: warning: %s; using %lld\n", e.what(), static_cast<long long>(kParallelGrain));
-    return kParallelGrain;
+    std::fprintf(stderr, "tfm: warning: %s; using %lld\n", e.what(), static_cast<long long>(fallback));
+    return fallback;
   }
 }
 }  // namespace

@@ -201,6 +201,13 @@ TEST_CASE("TFM_PARALLEL_GRAIN values: default, integers >= 1, anything else refu
     CHECK_THROWS_WITH(core::parse_parallel_grain(bad), Contains("TFM_PARALLEL_GRAIN") && Contains(">= 1"));
   }
   // ctest does not set the variable: the grain in use is the default
-  if (!std::getenv("TFM_PARALLEL_GRAIN")) CHECK(core::parallel_grain() == core::kParallelGrain);
+  CHECK(core::parse_parallel_grain(nullptr, 77) == 77);
+  CHECK(core::default_parallel_grain(nullptr) == core::kParallelGrain);
+  CHECK(core::default_parallel_grain("ACTIVE") == core::kParallelGrain);
+  CHECK(core::default_parallel_grain("PASSIVE") == core::kParallelGrainPassive);
+  CHECK(core::default_parallel_grain("passive") == core::kParallelGrainPassive);
+  CHECK(core::default_parallel_grain("passives") == core::kParallelGrain);
+  if (!std::getenv("TFM_PARALLEL_GRAIN"))
+    CHECK(core::parallel_grain() == core::default_parallel_grain(std::getenv("OMP_WAIT_POLICY")));
   CHECK(core::should_parallelize(core::parallel_grain() - 1) == false);
 }
