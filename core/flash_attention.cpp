@@ -507,6 +507,10 @@ Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, const At
 // The kernels read rows through strides but each row's D values in a run.
 bool unit_stride_rows(const Tensor& t) { return t.size(3) == 1 || t.stride(3) == 1; }
 
+// `t` without history, copied only when its rows are not unit-stride (the
+// layer's q, k, v slices and dO are read in place).
+Tensor with_unit_rows(const Tensor& t) { return unit_stride_rows(t) ? t.detach() : t.detach().contiguous(); }
+
 void check_rows(const Tensor& t, const char* what) {
   TFM_CHECK(unit_stride_rows(t) || t.numel() == 0, "flash_attention: ", what, " ", shape_str(t.shape()),
             " needs a unit stride in its last dim (strides ", shape_str(t.strides()), ")");
@@ -578,9 +582,7 @@ FlashResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Ten
   check_input(k, "k");
   check_input(v, "v");
   TFM_CHECK(dropout_p >= 0.0f && dropout_p <= 1.0f, "flash_attention: dropout_p must be in [0, 1], got ", dropout_p);
-  // Views are read in place when their rows are unit-stride (the layer's q, k, v slices are).
-  auto rows_of = [](const Tensor& t) { return unit_stride_rows(t) ? t.detach() : t.detach().contiguous(); };
-  const Tensor qc = rows_of(q), kc = rows_of(k), vc = rows_of(v);
+  const Tensor qc = with_unit_rows(q), kc = with_unit_rows(k), vc = with_unit_rows(v);
   AttentionMask m = mask;
   if (m.key_padding.defined()) m.key_padding = m.key_padding.detach().contiguous();
   FlashDropout drop;
@@ -595,8 +597,7 @@ FlashResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Ten
   if (needs_grad({&q, &k, &v})) {
     const Tensor o = res.out.detach(), lse = res.lse;
     record(res.out, "flash_attention", {q, k, v}, [qc, kc, vc, o, lse, m, scale, drop, opt](const Tensor& g) {
-      const Tensor gr_rows = unit_stride_rows(g) ? g : g.contiguous();
-      FlashGrads gr = flash_attention_backward(qc, kc, vc, o, lse, gr_rows, m, scale, drop, opt);
+      FlashGrads gr = flash_attention_backward(qc, kc, vc, o, lse, with_unit_rows(g), m, scale, drop, opt);
       return std::vector<Tensor>{gr.dq, gr.dk, gr.dv};
     });
   }

@@ -1,13 +1,11 @@
 #include "parallel.h"
 
 #include <omp.h>
+#include <strings.h>
 
-#include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <string_view>
 
 #include "error.h"
 
@@ -20,13 +18,7 @@ void set_num_threads(int n) {
 }
 
 int64_t default_parallel_grain(const char* wait_policy) {
-  if (!wait_policy) return kParallelGrain;
-  const std::string_view p(wait_policy);
-  const std::string_view passive = "passive";
-  const bool is_passive = p.size() == passive.size() && std::equal(p.begin(), p.end(), passive.begin(), [](char a, char b) {
-                            return std::tolower(static_cast<unsigned char>(a)) == b;
-                          });
-  return is_passive ? kParallelGrainPassive : kParallelGrain;
+  return wait_policy && strcasecmp(wait_policy, "passive") == 0 ? kParallelGrainPassive : kParallelGrain;
 }
 
 int64_t parse_parallel_grain(const char* v, int64_t fallback) {
