@@ -15,11 +15,12 @@ void set_num_threads(int n);
 // one thread: forking a team costs a few microseconds when the workers spin.
 inline constexpr int64_t kParallelGrain = 1 << 15;
 // With OMP_WAIT_POLICY=PASSIVE the workers sleep between regions and waking
-// them dominates: on a 2-vCPU VM a region cost ~70 µs more than its work, so
-// an add of 98k floats took 83 µs on two threads against 10.5 µs on one (and
-// 6.4 µs with spinning workers); the small char-GPT step went from
-// 26.2-26.9 to 23.3-24.6 ms with this grain (train --profile 200, three
-// alternating runs).
+// them dominates: on a 2-vCPU VM (bench/bench_parallel_grain, two runs) an
+// add of 16k floats took 55-62 µs on two threads against 1.3-1.5 µs on one,
+// of 98k floats 77-82 µs against 9-11 µs (6-10 µs with spinning workers),
+// while a GELU of 393k floats was faster on two (331-339 µs against
+// 429-539). The small char-GPT step went from 26.2-26.9 to 23.3-24.6 ms with
+// this grain (train --profile 200, three alternating runs).
 inline constexpr int64_t kParallelGrainPassive = 1 << 18;
 
 // The default grain for an OMP_WAIT_POLICY value (null: unset):
