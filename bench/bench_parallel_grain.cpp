@@ -1,11 +1,12 @@
 // What a parallel region costs against its work: median wall time of an
 // add and a GELU at sizes around the parallel grain (core/parallel.h), each
-// call preceded by ~20 µs of serial work so that passive workers are asleep
-// when it starts, as between the ops of a training step. Prints the grain in
-// use; compare runs that force one side of it:
-//   OMP_WAIT_POLICY=PASSIVE TFM_PARALLEL_GRAIN=1 build/bench/bench_parallel_grain          # always 2 threads
-//   OMP_WAIT_POLICY=PASSIVE TFM_PARALLEL_GRAIN=1000000000 build/bench/bench_parallel_grain # always 1
-//   OMP_WAIT_POLICY=ACTIVE TFM_PARALLEL_GRAIN=1 build/bench/bench_parallel_grain           # spinning workers
+// call preceded by ~20 µs of serial work, as between the ops of a training
+// step (workers that sleep at once are asleep when it starts; workers that
+// spin for TFM_SPIN_US, default 200, are still spinning). Prints the
+// settings in use; compare runs that force one side of the grain:
+//   TFM_PARALLEL_GRAIN=1 build/bench/bench_parallel_grain                # always 2 threads, spinning
+//   TFM_SPIN_US=0 TFM_PARALLEL_GRAIN=1 build/bench/bench_parallel_grain  # always 2, sleeping at once
+//   TFM_PARALLEL_GRAIN=1000000000 build/bench/bench_parallel_grain       # always 1
 //   build/bench/bench_parallel_grain [calls]   (default 2001 per size and op)
 #include <algorithm>
 #include <chrono>
@@ -45,9 +46,8 @@ double median_us(int calls, F f) {
 
 int main(int argc, char** argv) {
   const int calls = argc > 1 ? std::max(1, std::atoi(argv[1])) : 2001;
-  const char* policy = std::getenv("OMP_WAIT_POLICY");
-  std::printf("OMP_WAIT_POLICY=%s, threads %d, grain %lld elements; median of %d calls (µs)\n",
-              policy ? policy : "(unset)", core::num_threads(), static_cast<long long>(core::parallel_grain()), calls);
+  std::printf("threads %d, spin %lld µs, grain %lld elements; median of %d calls (µs)\n", core::num_threads(),
+              static_cast<long long>(core::spin_micros()), static_cast<long long>(core::parallel_grain()), calls);
   std::printf("%10s %10s %10s\n", "elements", "add", "gelu");
   core::Generator gen(1);
   for (const int64_t n : {16384LL, 98304LL, 393216LL, 1572864LL}) {

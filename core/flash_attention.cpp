@@ -7,12 +7,12 @@
 // operand (Pᵀ·dO, dSᵀ·Q) read A with strides.
 #include "flash_attention.h"
 
-#include <omp.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -276,13 +276,13 @@ struct Scratch {
 // Runs body(item, scratch) for item in [0, items), one Scratch per thread.
 template <class Body>
 void parallel_items(const Problem& pb, bool backward, int64_t items, Body body) {
-  const bool par = items > 1 && !omp_in_parallel() && num_threads() > 1;
-#pragma omp parallel if (par)
-  {
+  std::atomic<int64_t> next{0};
+  parallel_region(threads_for(items, true), [&](int, int) {
     Scratch scratch(pb, backward);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < items; ++it) body(it, scratch);
-  }
+    for (int64_t it = next.fetch_add(1, std::memory_order_relaxed); it < items;
+         it = next.fetch_add(1, std::memory_order_relaxed))
+      body(it, scratch);
+  });
 }
 
 // ---------------------------------------------------------------- forward
@@ -356,11 +356,10 @@ Tensor transpose_key_tiles(const Problem& pb, const Heads<const float>& k) {
   const int64_t D = pb.dim, bc = pb.kv_tile, tiles = (pb.tk + bc - 1) / bc, bhs = pb.batch * pb.heads;
   Tensor out = empty({bhs, tiles, D, pb.ld});
   float* op = out.data<float>();
-#pragma omp parallel for schedule(static) if (should_parallelize(bhs * pb.tk * D) && bhs * tiles > 1)
-  for (int64_t it = 0; it < bhs * tiles; ++it) {
+  parallel_for(bhs * tiles, should_parallelize(bhs * pb.tk * D), [&](int64_t it) {
     const int64_t bh = it / tiles, j0 = (it % tiles) * bc;
     transpose_tile(k.head(bh) + j0 * k.rs, std::min(bc, pb.tk - j0), D, k.rs, op + it * D * pb.ld, pb.ld);
-  }
+  });
   return out;
 }
 

@@ -5,10 +5,8 @@
 // operands with their own strides (0 for a broadcast dim). Adjacent dims
 // that are contiguous for every operand are merged first, so a contiguous
 // tensor becomes one long segment. Segments (rows, or parts of a long row)
-// are spread over OpenMP threads when the work is large enough.
+// are spread over the thread team when the work is large enough.
 #pragma once
-
-#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -82,12 +80,7 @@ void for_each_segment(const Shape& shape_in, const std::array<const Shape*, N>& 
     }
     body(seg);
   };
-  if (threads > 1 && units > 1) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t u = 0; u < units; ++u) run_unit(u);
-  } else {
-    for (int64_t u = 0; u < units; ++u) run_unit(u);
-  }
+  parallel_for(units, threads > 1, run_unit);
 }
 
 // out = f(x) elementwise into a new contiguous tensor.

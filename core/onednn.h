@@ -3,7 +3,14 @@
 // Matrix products run as oneDNN matmul primitives. Creating a primitive
 // costs 40-600 µs, running a small one a few µs, so primitives are cached by
 // (shapes, strides, bias) together with their memory objects; a cache hit
-// only swaps data pointers. The cache keeps the 1024 most recently used. fpmath mode stays strict (no implicit bf16/tf32).
+// only swaps data pointers. The cache keeps the 1024 most recently used.
+// fpmath mode stays strict (no implicit bf16/tf32).
+//
+// A product large enough to share runs as one part per thread of tfm's
+// team (parallel.h): a range of its batches, else of the rows or the
+// columns of dst, whichever side is longer, each part a single-threaded
+// oneDNN primitive. So no product waits for OpenMP to wake a sleeping
+// worker, and the same primitive serves both halves of an even split.
 #pragma once
 
 #include <cstdint>

@@ -47,13 +47,14 @@ Tensor unary_backward(const Tensor& g, const Tensor& xd, const Tensor& yd, D df)
   const float* gp = gc.data<float>();
   float* dp = dx.data<float>();
   const int64_t n = dx.numel();
-#pragma omp parallel for schedule(static) if (should_parallelize(n))
-  for (int64_t i = 0; i < n; ++i) {
-    float xv = 0.0f, yv = 0.0f;
-    if constexpr (kx) xv = xp[i];
-    if constexpr (ky) yv = yp[i];
-    dp[i] = gp[i] * df(xv, yv);
-  }
+  parallel_ranges(n, should_parallelize(n), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float xv = 0.0f, yv = 0.0f;
+      if constexpr (kx) xv = xp[i];
+      if constexpr (ky) yv = yp[i];
+      dp[i] = gp[i] * df(xv, yv);
+    }
+  });
   return dx;
 }
 

@@ -2,7 +2,6 @@
 // kernels: softmax, log_softmax, layer_norm, rms_norm, embedding,
 // cross_entropy (log-softmax fused, ignore_index, label smoothing), dropout.
 // All work on rows of the last dim, one OpenMP thread per block of rows.
-#include <omp.h>
 
 #include <cmath>
 #include <limits>
@@ -22,8 +21,7 @@ namespace {
 // Runs body(r) for r in [0, rows); parallel when rows·cols is large.
 template <class Body>
 void for_rows(int64_t rows, int64_t cols, Body body) {
-#pragma omp parallel for schedule(static) if (should_parallelize(rows * cols) && rows > 1)
-  for (int64_t r = 0; r < rows; ++r) body(r);
+  parallel_for(rows, should_parallelize(rows * cols), body);
 }
 
 // Row-wise partial sums of per-thread accumulators (for weight gradients of
@@ -216,13 +214,11 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
                          *rp = rstd_t.data<float>();
              const float* wp = wc.defined() ? wc.data<float>() : nullptr;
              float* dp = rx ? dx.data<float>() : nullptr;
-#pragma omp parallel num_threads(dw.threads) if (dw.threads > 1)
-             {
-               const int t = dw.threads > 1 ? omp_get_thread_num() : 0;
+             parallel_region(dw.threads, [&](int t, int n) {
                double* dwt = dw.buf.data() + t * cols;
                double* dbt = db.buf.data() + t * cols;
-#pragma omp for schedule(static)
-               for (int64_t r = 0; r < rows; ++r) {
+               const auto [r0, r1] = static_share(rows, t, n);
+               for (int64_t r = r0; r < r1; ++r) {
                  const float *xr = xp + r * cols, *gr = gp + r * cols;
                  const float mu = mp[r], rstd = rp[r];
                  // Separate loops: the row sums vectorise (one partial sum per
@@ -249,7 +245,7 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
                    }
                  }
                }
-             }
+             });
              return {dx, rw ? dw.reduce() : Tensor(), rb ? db.reduce() : Tensor()};
            });
   }
@@ -302,18 +298,14 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
       float* dp = dw.data<float>();
       const int64_t n = idx.numel();
       const int threads = should_parallelize(n * dim) ? num_threads() : 1;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-      {
-        // Partition by the team actually granted: OpenMP may give fewer
-        // threads than requested (OMP_DYNAMIC, OMP_THREAD_LIMIT).
-        const int t = omp_get_thread_num(), team = omp_get_num_threads();
-        const int64_t c0 = dim * t / team, c1 = dim * (t + 1) / team;
+      parallel_region(threads, [&](int t, int team) {
+        const auto [c0, c1] = static_share(dim, t, team);
         for (int64_t i = 0; i < n; ++i) {
           float* row = dp + static_cast<int64_t>(ip[i]) * dim;
           const float* gr = gp + i * dim;
           for (int64_t j = c0; j < c1; ++j) row[j] += gr[j];
         }
-      }
+      });
       return std::vector<Tensor>{dw};
     });
   }
@@ -406,15 +398,14 @@ Tensor apply_dropout_mask(const Tensor& x_in, float p, uint64_t seed, uint64_t f
   // local buffer, then one vectorised select.
   constexpr int64_t kTile = 1024;
   const int64_t tiles = (n + kTile - 1) / kTile;
-#pragma omp parallel for schedule(static) if (should_parallelize(n) && tiles > 1)
-  for (int64_t t = 0; t < tiles; ++t) {
+  parallel_for(tiles, should_parallelize(n), [&](int64_t t) {
     alignas(64) uint32_t bits[kTile];
     const int64_t begin = t * kTile, len = std::min(kTile, n - begin);
     philox4x32_fill(seed, first + static_cast<uint64_t>(begin / 4), (len + 3) / 4, bits);
     const float* xt = xp + begin;
     float* yt = yp + begin;
     for (int64_t i = 0; i < len; ++i) yt[i] = bits_to_unit_float(bits[i]) >= p ? xt[i] * scale : 0.0f;
-  }
+  });
   return y;
 }
 }  // namespace

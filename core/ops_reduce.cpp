@@ -22,8 +22,7 @@ enum class ReduceKind { sum, max };
 void reduce_arb(const float* x, float* out, int64_t A, int64_t R, int64_t B, ReduceKind kind) {
   const bool par = should_parallelize(A * R * B);
   if (B == 1) {
-#pragma omp parallel for schedule(static) if (par && A > 1)
-    for (int64_t a = 0; a < A; ++a) {
+    parallel_for(A, par, [&](int64_t a) {
       const float* row = x + a * R;
       if (kind == ReduceKind::sum) {
         double acc = 0.0;  // double: sums of many fp32 values stay accurate
@@ -35,40 +34,37 @@ void reduce_arb(const float* x, float* out, int64_t A, int64_t R, int64_t B, Red
         for (int64_t r = 0; r < R; ++r) m = std::max(m, row[r]);
         out[a] = R ? m : -std::numeric_limits<float>::infinity();
       }
-    }
+    });
     return;
   }
   // B > 1: accumulate whole rows of B (vectorizes); parallel over (a, b-chunk).
   // Sums go through a per-thread row of double accumulators, as above.
   const int64_t chunks = (par && A < num_threads()) ? num_threads() : 1;
   const int64_t chunk = (B + chunks - 1) / chunks;
-#pragma omp parallel if (par)
-  {
+  parallel_ranges(A * chunks, par, [&](int64_t begin, int64_t end) {
     std::vector<double> acc(kind == ReduceKind::sum ? chunk : 0);
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t a = 0; a < A; ++a) {
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t b0 = c * chunk, b1 = std::min(B, b0 + chunk);
-        float* o = out + a * B;
-        if (kind == ReduceKind::sum) {
-          double* s = acc.data();
-          const int64_t n = b1 - b0;
-          for (int64_t b = 0; b < n; ++b) s[b] = 0.0;
-          for (int64_t r = 0; r < R; ++r) {
-            const float* row = x + (a * R + r) * B + b0;
-            for (int64_t b = 0; b < n; ++b) s[b] += row[b];
-          }
-          for (int64_t b = 0; b < n; ++b) o[b0 + b] = static_cast<float>(s[b]);
-        } else {
-          for (int64_t b = b0; b < b1; ++b) o[b] = -std::numeric_limits<float>::infinity();
-          for (int64_t r = 0; r < R; ++r) {
-            const float* row = x + (a * R + r) * B;
-            for (int64_t b = b0; b < b1; ++b) o[b] = std::max(o[b], row[b]);
-          }
+    for (int64_t ac = begin; ac < end; ++ac) {
+      const int64_t a = ac / chunks, c = ac % chunks;
+      const int64_t b0 = c * chunk, b1 = std::min(B, b0 + chunk);
+      float* o = out + a * B;
+      if (kind == ReduceKind::sum) {
+        double* s = acc.data();
+        const int64_t n = b1 - b0;
+        for (int64_t b = 0; b < n; ++b) s[b] = 0.0;
+        for (int64_t r = 0; r < R; ++r) {
+          const float* row = x + (a * R + r) * B + b0;
+          for (int64_t b = 0; b < n; ++b) s[b] += row[b];
+        }
+        for (int64_t b = 0; b < n; ++b) o[b0 + b] = static_cast<float>(s[b]);
+      } else {
+        for (int64_t b = b0; b < b1; ++b) o[b] = -std::numeric_limits<float>::infinity();
+        for (int64_t r = 0; r < R; ++r) {
+          const float* row = x + (a * R + r) * B;
+          for (int64_t b = b0; b < b1; ++b) o[b] = std::max(o[b], row[b]);
         }
       }
     }
-  }
+  });
 }
 
 // Normalised, sorted, unique dims (all dims when `dims` is empty).

@@ -357,11 +357,10 @@ Tensor uniform(const Shape& s, Generator& g, float lo, float hi) {
   const uint64_t first = g.reserve(static_cast<uint64_t>((n + 3) / 4));
   const uint64_t seed = g.seed();
   const float scale = hi - lo;
-#pragma omp parallel for schedule(static) if (should_parallelize(n))
-  for (int64_t b = 0; b < (n + 3) / 4; ++b) {
+  parallel_for((n + 3) / 4, should_parallelize(n), [&](int64_t b) {
     const auto r = philox4x32(seed, first + static_cast<uint64_t>(b));
     for (int64_t k = 0; k < 4 && b * 4 + k < n; ++k) p[b * 4 + k] = lo + scale * bits_to_unit_float(r[k]);
-  }
+  });
   return out;
 }
 
@@ -371,8 +370,7 @@ Tensor randn(const Shape& s, Generator& g, float mean, float stddev) {
   const int64_t n = out.numel();
   const uint64_t first = g.reserve(static_cast<uint64_t>((n + 3) / 4));
   const uint64_t seed = g.seed();
-#pragma omp parallel for schedule(static) if (should_parallelize(n))
-  for (int64_t b = 0; b < (n + 3) / 4; ++b) {
+  parallel_for((n + 3) / 4, should_parallelize(n), [&](int64_t b) {
     const auto r = philox4x32(seed, first + static_cast<uint64_t>(b));
     for (int pair = 0; pair < 2; ++pair) {
       // Box-Muller; u1 in (0, 1] so the log is finite.
@@ -384,7 +382,7 @@ Tensor randn(const Shape& s, Generator& g, float mean, float stddev) {
       if (i < n) p[i] = mean + stddev * static_cast<float>(z0);
       if (i + 1 < n) p[i + 1] = mean + stddev * static_cast<float>(z1);
     }
-  }
+  });
   return out;
 }
 

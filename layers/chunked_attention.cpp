@@ -1,6 +1,5 @@
 #include "chunked_attention.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -128,11 +127,9 @@ Tensor chunked_attention_forward(const ChunkedLayout& lay, const Tensor& q, cons
   const float* okp = key_ok.defined() ? key_ok.data<float>() : nullptr;
   float *outp = out.data<float>(), *statp = stats.data<float>();
 
-  const bool parallel = threads > 1 && !omp_in_parallel();
+  const bool parallel = threads > 1 && !core::in_parallel();
   const bool dropping = lay.dropout > 0.0f;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
-  for (int64_t bh = 0; bh < BH; ++bh) {
-    const int tid = parallel ? omp_get_thread_num() : 0;
+  core::parallel_for_dynamic(BH, parallel ? threads : 1, [&](int64_t bh, int tid) {
     float* m = scratch.fl(tid);  // running max per query
     float* l = m + T;             // running Σ exp(s − m)
     float* s = l + T;
@@ -177,7 +174,7 @@ Tensor chunked_attention_forward(const ChunkedLayout& lay, const Tensor& q, cons
       }  // else no visible key: zero output
       st[2 * t] = m[t], st[2 * t + 1] = l[t];
     }
-  }
+  });
   return out;
 }
 
@@ -197,11 +194,9 @@ ChunkedGrads chunked_attention_backward(const ChunkedLayout& lay, const Tensor& 
   const float* okp = key_ok.defined() ? key_ok.data<float>() : nullptr;
   float *dqp = g.dq.data<float>(), *dkp = g.dk.data<float>(), *dvp = g.dv.data<float>();
 
-  const bool parallel = threads > 1 && !omp_in_parallel();
+  const bool parallel = threads > 1 && !core::in_parallel();
   const bool dropping = lay.dropout > 0.0f;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
-  for (int64_t bh = 0; bh < BH; ++bh) {
-    const int tid = parallel ? omp_get_thread_num() : 0;
+  core::parallel_for_dynamic(BH, parallel ? threads : 1, [&](int64_t bh, int tid) {
     float* delta = scratch.fl(tid);  // Δ_t = dO_t · O_t
     float* s = delta + T;
     int32_t* keys = scratch.in(tid);
@@ -237,7 +232,7 @@ ChunkedGrads chunked_attention_backward(const ChunkedLayout& lay, const Tensor& 
         }
       }
     }
-  }
+  });
   return g;
 }
 

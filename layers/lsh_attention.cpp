@@ -1,6 +1,5 @@
 #include "lsh_attention.h"
 
-#include <omp.h>
 
 #include <cmath>
 #include <limits>
@@ -49,14 +48,13 @@ Tensor normalize_keys(const Tensor& x) {
   const int64_t D = x.size(-1), rows = x.numel() / D;
   const float* xp = x.data<float>();
   float* op = out.data<float>();
-#pragma omp parallel for schedule(static) if (core::should_parallelize(x.numel()))
-  for (int64_t r = 0; r < rows; ++r) {
+  core::parallel_for(rows, core::should_parallelize(x.numel()), [&](int64_t r) {
     const float* xr = xp + r * D;
     double ss = 0;
     for (int64_t d = 0; d < D; ++d) ss += static_cast<double>(xr[d]) * xr[d];
     const float inv = static_cast<float>(1.0 / std::sqrt(ss / D + kNormEps));
     for (int64_t d = 0; d < D; ++d) op[r * D + d] = xr[d] * inv;
-  }
+  });
   return out;
 }
 
@@ -67,8 +65,7 @@ Tensor normalize_keys_backward(const Tensor& x, const Tensor& grad) {
   const int64_t D = x.size(-1), rows = x.numel() / D;
   const float *xp = x.data<float>(), *gp = grad.data<float>();
   float* op = out.data<float>();
-#pragma omp parallel for schedule(static) if (core::should_parallelize(x.numel()))
-  for (int64_t r = 0; r < rows; ++r) {
+  core::parallel_for(rows, core::should_parallelize(x.numel()), [&](int64_t r) {
     const float *xr = xp + r * D, *gr = gp + r * D;
     double ss = 0, xg = 0;
     for (int64_t d = 0; d < D; ++d) {
@@ -78,7 +75,7 @@ Tensor normalize_keys_backward(const Tensor& x, const Tensor& grad) {
     const double rho = 1.0 / std::sqrt(ss / D + kNormEps);
     const float a = static_cast<float>(rho), b = static_cast<float>(rho * rho * rho * xg / D);
     for (int64_t d = 0; d < D; ++d) op[r * D + d] = a * gr[d] - b * xr[d];
-  }
+  });
   return out;
 }
 
@@ -145,8 +142,7 @@ LshHashing lsh_hash(const Tensor& qk, const core::AttentionMask& mask, int64_t c
   const Tensor ok = key_usable(mask);
   const float *xp = x.data<float>(), *rp = rot.data<float>(), *okp = ok.defined() ? ok.data<float>() : nullptr;
   int32_t* bp = h.buckets.data<int32_t>();
-#pragma omp parallel for schedule(static) if (core::should_parallelize(B * H * R * T * D * W))
-  for (int64_t bhr = 0; bhr < B * H * R; ++bhr) {
+  core::parallel_for(B * H * R, core::should_parallelize(B * H * R * T * D * W), [&](int64_t bhr) {
     const int64_t b = bhr / (H * R), hh = (bhr / R) % H, r = bhr % R;
     std::vector<float> y(W);
     int32_t* out = bp + bhr * Tp;
@@ -177,7 +173,7 @@ LshHashing lsh_hash(const Tensor& qk, const core::AttentionMask& mask, int64_t c
       }
       out[t] = static_cast<int32_t>(bucket);
     }
-  }
+  });
   h.order = lsh_sort_order(h.buckets, nb);
   return h;
 }

@@ -90,11 +90,10 @@ void Optimizer::step() {
     }
   }
   const int64_t n_pieces = static_cast<int64_t>(pieces.size());
-#pragma omp parallel for schedule(static) if (core::should_parallelize(total))
-  for (int64_t i = 0; i < n_pieces; ++i) {
+  core::parallel_for(n_pieces, core::should_parallelize(total), [&](int64_t i) {
     const Piece& c = pieces[i];
     update(c.p, c.g, c.slots, c.n, c.wd);
-  }
+  });
 }
 
 std::vector<std::pair<std::string, Tensor>> Optimizer::state() const {
@@ -216,8 +215,7 @@ GradPieces grad_pieces(const std::vector<Tensor>& params) {
 double sum_of_squares(const GradPieces& gp) {
   const int64_t n_pieces = static_cast<int64_t>(gp.pieces.size());
   std::vector<double> partial(gp.pieces.size());
-#pragma omp parallel for schedule(static) if (core::should_parallelize(gp.total))
-  for (int64_t i = 0; i < n_pieces; ++i) {
+  core::parallel_for(n_pieces, core::should_parallelize(gp.total), [&](int64_t i) {
     const auto [d, n] = gp.pieces[i];
     double s = 0;
     // simd lanes keep their own partial sums (a fixed order for a given build):
@@ -225,7 +223,7 @@ double sum_of_squares(const GradPieces& gp) {
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; ++j) s += static_cast<double>(d[j]) * d[j];
     partial[i] = s;
-  }
+  });
   double total = 0;
   for (double s : partial) total += s;
   return total;
@@ -251,11 +249,10 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
     ++k;
   }
   const int64_t n_pieces = static_cast<int64_t>(gp.pieces.size());
-#pragma omp parallel for schedule(static) if (core::should_parallelize(gp.total))
-  for (int64_t i = 0; i < n_pieces; ++i) {
+  core::parallel_for(n_pieces, core::should_parallelize(gp.total), [&](int64_t i) {
     const auto [d, n] = gp.pieces[i];
     for (int64_t j = 0; j < n; ++j) d[j] *= scale;
-  }
+  });
   return norm;
 }
 

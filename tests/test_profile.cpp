@@ -191,6 +191,18 @@ TEST_CASE("train.profile logs the table after the profiled steps and training go
                             Contains("step      6/6"));
 }
 
+TEST_CASE("TFM_SPIN_US values: default, integers >= 0, anything else refused", "[parallel]") {
+  CHECK(core::parse_spin_micros(nullptr) == core::kDefaultSpinMicros);
+  CHECK(core::parse_spin_micros("") == core::kDefaultSpinMicros);
+  CHECK(core::parse_spin_micros("0") == 0);
+  CHECK(core::parse_spin_micros("1500") == 1500);
+  for (const char* bad : {"-1", "50us", "1.5", "99999999999999999999999"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(core::parse_spin_micros(bad), Contains("TFM_SPIN_US") && Contains(">= 0"));
+  }
+  if (!std::getenv("TFM_SPIN_US")) CHECK(core::spin_micros() == core::kDefaultSpinMicros);
+}
+
 TEST_CASE("TFM_PARALLEL_GRAIN values: default, integers >= 1, anything else refused", "[parallel]") {
   CHECK(core::parse_parallel_grain(nullptr) == core::kParallelGrain);
   CHECK(core::parse_parallel_grain("") == core::kParallelGrain);
@@ -202,12 +214,10 @@ TEST_CASE("TFM_PARALLEL_GRAIN values: default, integers >= 1, anything else refu
   }
   // ctest does not set the variable: the grain in use is the default
   CHECK(core::parse_parallel_grain(nullptr, 77) == 77);
-  CHECK(core::default_parallel_grain(nullptr) == core::kParallelGrain);
-  CHECK(core::default_parallel_grain("ACTIVE") == core::kParallelGrain);
-  CHECK(core::default_parallel_grain("PASSIVE") == core::kParallelGrainPassive);
-  CHECK(core::default_parallel_grain("passive") == core::kParallelGrainPassive);
-  CHECK(core::default_parallel_grain("passives") == core::kParallelGrain);
+  CHECK(core::default_parallel_grain(core::kDefaultSpinMicros) == core::kParallelGrain);
+  CHECK(core::default_parallel_grain(1) == core::kParallelGrain);
+  CHECK(core::default_parallel_grain(0) == core::kParallelGrainPassive);
   if (!std::getenv("TFM_PARALLEL_GRAIN"))
-    CHECK(core::parallel_grain() == core::default_parallel_grain(std::getenv("OMP_WAIT_POLICY")));
+    CHECK(core::parallel_grain() == core::default_parallel_grain(core::spin_micros()));
   CHECK(core::should_parallelize(core::parallel_grain() - 1) == false);
 }
