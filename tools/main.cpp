@@ -13,9 +13,12 @@ namespace {
 // libgomp's default wait policy spins idle threads for a while after each
 // parallel region; when another process holds a core, that spinning steals
 // the time the working thread needs and small regions collapse (measured
-// here: 73% of a training step in libgomp under load). tfm defaults to the
-// passive policy unless the user chose one. libgomp reads the variable only
-// when it loads, so the process re-executes itself once with it set.
+// here: 73% of a training step in libgomp under load). tfm's kernels run on
+// its own team (core/parallel.h, whose spinning is bounded and yields), and
+// its oneDNN calls on one OpenMP thread each, so this guards only OpenMP
+// regions some library might open: tfm defaults to the passive policy
+// unless the user chose one. libgomp reads the variable only when it loads,
+// so the process re-executes itself once with it set.
 void default_to_passive_omp_wait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);

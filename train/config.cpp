@@ -159,7 +159,7 @@ std::vector<KeySpec> make_schema() {
       key("train.keep_last", V::integer, "3", "numbered checkpoints to keep (plus best.h5 and last.h5)", 0, 1e6),
       key("train.out_dir", V::string, "runs/default", "run directory: logs, metrics, checkpoints"),
       key("train.seed", V::integer, "1337", "seed for initialisation, data order and dropout", 0, 9.2e18),
-      key("train.threads", V::integer, "0", "OpenMP threads; 0 means OMP_NUM_THREADS or all cores", 0, 4096),
+      key("train.threads", V::integer, "0", "threads of tfm's team; 0 means OMP_NUM_THREADS or all cores", 0, 4096),
       key("train.allreduce_bucket_mb", V::number, "25",
           "MPI runs: gradients are summed across ranks in buckets of about this many MiB, each started as soon as "
           "its gradients are final in backward",
