@@ -217,32 +217,38 @@ Tensor norm_forward(const char* name, const Tensor& x_in, const Tensor& w, const
              parallel_region(dw.threads, [&](int t, int n) {
                double* dwt = dw.buf.data() + t * cols;
                double* dbt = db.buf.data() + t * cols;
+               // x̂ and dx̂ = g·w of a row, formed once into this thread's
+               // buffers: every loop below is then a plain vector pass (with
+               // the weight's null test and x̂ inside them, GCC gathered and
+               // spilled: 3 ms for 4096 × 384 on one thread).
+               std::vector<float> xhat_buf(static_cast<std::size_t>(cols)), dxhat_buf(xhat_buf.size());
+               float* xhat = xhat_buf.data();
+               float* dxhat = dxhat_buf.data();
                const auto [r0, r1] = static_share(rows, t, n);
                for (int64_t r = r0; r < r1; ++r) {
                  const float *xr = xp + r * cols, *gr = gp + r * cols;
                  const float mu = mp[r], rstd = rp[r];
-                 // Separate loops: the row sums vectorise (one partial sum per
-                 // simd lane) only without the conditional column updates.
+                 for (int64_t j = 0; j < cols; ++j) xhat[j] = (xr[j] - mu) * rstd;
+                 if (wp) {
+                   for (int64_t j = 0; j < cols; ++j) dxhat[j] = gr[j] * wp[j];
+                 } else {
+                   std::copy(gr, gr + cols, dxhat);
+                 }
                  double sum_dxhat = 0, sum_dxhat_xhat = 0;
 #pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
                  for (int64_t j = 0; j < cols; ++j) {
-                   const float xhat = (xr[j] - mu) * rstd;
-                   const float dxhat = wp ? gr[j] * wp[j] : gr[j];
-                   sum_dxhat += dxhat;
-                   sum_dxhat_xhat += dxhat * xhat;
+                   sum_dxhat += dxhat[j];
+                   sum_dxhat_xhat += dxhat[j] * xhat[j];
                  }
                  if (rw)
-                   for (int64_t j = 0; j < cols; ++j) dwt[j] += gr[j] * ((xr[j] - mu) * rstd);
+                   for (int64_t j = 0; j < cols; ++j) dwt[j] += gr[j] * xhat[j];
                  if (rb)
                    for (int64_t j = 0; j < cols; ++j) dbt[j] += gr[j];
                  if (dp) {
                    const float m1 = center ? static_cast<float>(sum_dxhat / cols) : 0.0f;
                    const float m2 = static_cast<float>(sum_dxhat_xhat / cols);
-                   for (int64_t j = 0; j < cols; ++j) {
-                     const float xhat = (xr[j] - mu) * rstd;
-                     const float dxhat = wp ? gr[j] * wp[j] : gr[j];
-                     dp[r * cols + j] = rstd * (dxhat - m1 - xhat * m2);
-                   }
+                   float* dr = dp + r * cols;
+                   for (int64_t j = 0; j < cols; ++j) dr[j] = rstd * (dxhat[j] - m1 - xhat[j] * m2);
                  }
                }
              });
