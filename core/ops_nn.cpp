@@ -348,11 +348,21 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   for_rows(n, c, [&](int64_t r) {
     const float* xr = xp + r * c;
     const float m = row_max(xr, c);
+    // Float partial sums over blocks of kBlock columns, added up in double:
+    // one double sum per element (a conversion and a 8-lane add each) made
+    // this pass twice as slow as the backward's (21 vs 9 ms at 4080 × 8000).
+    constexpr int64_t kBlock = 512;
     double s = 0, sum_x = 0;
-#pragma omp simd reduction(+ : s, sum_x)
-    for (int64_t j = 0; j < c; ++j) {
-      s += vmath::vexp(xr[j] - m);
-      sum_x += xr[j];
+    for (int64_t j0 = 0; j0 < c; j0 += kBlock) {
+      const int64_t j1 = std::min(c, j0 + kBlock);
+      float bs = 0.0f, bx = 0.0f;
+#pragma omp simd reduction(+ : bs, bx)
+      for (int64_t j = j0; j < j1; ++j) {
+        bs += vmath::vexp(xr[j] - m);
+        bx += xr[j];
+      }
+      s += bs;
+      sum_x += bx;
     }
     const double l = m + std::log(s);
     lp[r] = static_cast<float>(l);
