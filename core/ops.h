@@ -19,7 +19,9 @@
 //   div(a, b)       b; a only if b requires grad
 //   rdiv(s, x)      input and output
 //   exp, sqrt, tanh, sigmoid, relu                        output
-//   log, pow, abs, gelu, silu                             input
+//   log, pow, abs, silu                                   input
+//   gelu            its slope dy/dx, written by the forward (the size of the
+//                   input it replaces; the backward is one multiply)
 //   rsqrt           input and output
 //   where           the condition;  comparisons record nothing
 //   sum, mean, sum_to, every shape op, concat, stack      nothing
