@@ -566,9 +566,13 @@ FlashResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tens
   return res;
 }
 
-FlashGrads flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
-                                    const Tensor& lse, const Tensor& dout, const AttentionMask& mask, float scale,
-                                    const FlashDropout& drop, const FlashOptions& opt) {
+namespace {
+
+// The backward into caller-provided gradients (shapes of q, k, v, unit
+// stride in D; views are fine: every row is written).
+void backward_into(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                   const Tensor& dout, const AttentionMask& mask, float scale, const FlashDropout& drop,
+                   const FlashOptions& opt, const FlashGrads& g) {
   const Problem pb = make_problem(q, k, v, mask, scale, drop, opt);
   for (const auto& [t, what] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&o, "o"}, {&dout, "dout"}})
     check_rows(*t, what);
@@ -576,43 +580,73 @@ FlashGrads flash_attention_backward(const Tensor& q, const Tensor& k, const Tens
             shape_str(o.shape()), " and dout ", shape_str(dout.shape()), " must be ", shape_str(q.shape()));
   TFM_CHECK(lse.is_contiguous() && lse.shape() == Shape({pb.batch, pb.heads, pb.tq}),
             "flash_attention backward: lse ", shape_str(lse.shape()), " must be contiguous [B, H, Tq]");
-  FlashGrads g{empty_heads(q.shape()), empty_heads(k.shape()), empty_heads(v.shape())};
   if (q.numel() == 0 || k.numel() == 0) {
-    for (Tensor* t : {&g.dq, &g.dk, &g.dv}) t->fill_(0.0f);
-    return g;
+    for (const Tensor* t : {&g.dq, &g.dk, &g.dv}) t->detach().fill_(0.0f);
+    return;
   }
   const BackwardArgs args{heads_of<const float>(q),    heads_of<const float>(k), heads_of<const float>(v),
                           heads_of<const float>(o),    heads_of<const float>(dout), lse.data<float>(),
                           heads_of<float>(g.dq),       heads_of<float>(g.dk),    heads_of<float>(g.dv)};
   parallel_items(pb, true, pb.batch * pb.heads, [&](int64_t bh, Scratch& sc) { backward_head(pb, bh, args, sc); });
+}
+
+}  // namespace
+
+FlashGrads flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                                    const Tensor& lse, const Tensor& dout, const AttentionMask& mask, float scale,
+                                    const FlashDropout& drop, const FlashOptions& opt) {
+  FlashGrads g{empty_heads(q.shape()), empty_heads(k.shape()), empty_heads(v.shape())};
+  backward_into(q, k, v, o, lse, dout, mask, scale, drop, opt, g);
   return g;
 }
 
 // ---------------------------------------------------------------- autograd op
 
-FlashResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask,
-                                     float scale, float dropout_p, bool training, Generator& gen,
-                                     const FlashOptions& opt) {
+namespace {
+
+// One call's inputs as the kernels take them (history-free, unit-stride
+// rows, contiguous padding) and its dropout stream, reserved from `gen`
+// after the arguments were checked (a rejected call leaves it as it was).
+struct Call {
+  Tensor q, k, v;
+  AttentionMask mask;
+  FlashDropout drop;
+};
+
+Call prepare_call(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask, float scale,
+                  float dropout_p, bool training, Generator& gen, const FlashOptions& opt) {
   check_input(q, "q");
   check_input(k, "k");
   check_input(v, "v");
   TFM_CHECK(dropout_p >= 0.0f && dropout_p <= 1.0f, "flash_attention: dropout_p must be in [0, 1], got ", dropout_p);
-  const Tensor qc = with_unit_rows(q), kc = with_unit_rows(k), vc = with_unit_rows(v);
-  AttentionMask m = mask;
-  if (m.key_padding.defined()) m.key_padding = m.key_padding.detach().contiguous();
-  FlashDropout drop;
+  Call c{with_unit_rows(q), with_unit_rows(k), with_unit_rows(v), mask, {}};
+  if (c.mask.key_padding.defined()) c.mask.key_padding = c.mask.key_padding.detach().contiguous();
   if (training && dropout_p > 0.0f) {
     const uint64_t n = static_cast<uint64_t>(q.size(0) * q.size(1) * q.size(2) * k.size(2));
-    drop = FlashDropout{dropout_p, gen.seed(), 0};
-    // Validate before advancing the generator, so a rejected call leaves it as it was.
-    make_problem(qc, kc, vc, m, scale, drop, opt);
-    drop.first = gen.reserve((n + 3) / 4);
+    c.drop = FlashDropout{dropout_p, gen.seed(), 0};
+    make_problem(c.q, c.k, c.v, c.mask, scale, c.drop, opt);
+    c.drop.first = gen.reserve((n + 3) / 4);
   }
-  FlashResult res = flash_attention_forward(qc, kc, vc, m, scale, drop, opt);
+  return c;
+}
+
+// Part `i` (0 q, 1 k, 2 v) of a packed [B, T, 3·H·D] tensor as [B, H, T, D].
+Tensor packed_part(const Tensor& qkv, int64_t heads, int64_t i) {
+  const int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
+  return qkv.slice(2, i * C, (i + 1) * C).reshape({B, T, heads, C / heads}).permute({0, 2, 1, 3});
+}
+
+}  // namespace
+
+FlashResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask,
+                                     float scale, float dropout_p, bool training, Generator& gen,
+                                     const FlashOptions& opt) {
+  const Call c = prepare_call(q, k, v, mask, scale, dropout_p, training, gen, opt);
+  FlashResult res = flash_attention_forward(c.q, c.k, c.v, c.mask, scale, c.drop, opt);
   if (needs_grad({&q, &k, &v})) {
     const Tensor o = res.out.detach(), lse = res.lse;
-    record(res.out, "flash_attention", {q, k, v}, [qc, kc, vc, o, lse, m, scale, drop, opt](const Tensor& g) {
-      FlashGrads gr = flash_attention_backward(qc, kc, vc, o, lse, with_unit_rows(g), m, scale, drop, opt);
+    record(res.out, "flash_attention", {q, k, v}, [c, o, lse, scale, opt](const Tensor& g) {
+      FlashGrads gr = flash_attention_backward(c.q, c.k, c.v, o, lse, with_unit_rows(g), c.mask, scale, c.drop, opt);
       return std::vector<Tensor>{gr.dq, gr.dk, gr.dv};
     });
   }
@@ -623,6 +657,33 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
                        float dropout_p, bool training, Generator& gen, const FlashOptions& opt) {
   profile::OpScope prof(profile::Kind::attention);
   return flash_attention_with_lse(q, k, v, mask, scale, dropout_p, training, gen, opt).out;
+}
+
+Tensor flash_attention_packed(const Tensor& qkv, int64_t heads, const AttentionMask& mask, float scale,
+                              float dropout_p, bool training, Generator& gen, const FlashOptions& opt) {
+  profile::OpScope prof(profile::Kind::attention);
+  TFM_CHECK(qkv.defined() && qkv.dtype() == DType::f32 && qkv.dim() == 3, "flash_attention_packed: qkv must be f32 ",
+            "[B, T, 3·H·D]", qkv.defined() ? ", got " + shape_str(qkv.shape()) : std::string());
+  TFM_CHECK(heads >= 1 && qkv.size(2) % (3 * heads) == 0 && qkv.size(2) > 0, "flash_attention_packed: last dim ",
+            qkv.size(2), " of qkv ", shape_str(qkv.shape()), " must be a positive multiple of 3 · heads (heads = ",
+            heads, ")");
+  const Tensor x = qkv.detach();
+  const Call c = prepare_call(packed_part(x, heads, 0), packed_part(x, heads, 1), packed_part(x, heads, 2), mask,
+                              scale, dropout_p, training, gen, opt);
+  FlashResult res = flash_attention_forward(c.q, c.k, c.v, c.mask, scale, c.drop, opt);
+  if (needs_grad({&qkv})) {
+    // One gradient for the whole projection, each part written in place by
+    // the backward (which sets every row): no zero-filled [B, T, 3·H·D] and
+    // no slice-by-slice accumulation.
+    const Tensor o = res.out.detach(), lse = res.lse;
+    record(res.out, "flash_attention", {qkv}, [c, o, lse, scale, opt, heads, shape = qkv.shape()](const Tensor& g) {
+      Tensor gx = empty(shape);
+      backward_into(c.q, c.k, c.v, o, lse, with_unit_rows(g), c.mask, scale, c.drop, opt,
+                    {packed_part(gx, heads, 0), packed_part(gx, heads, 1), packed_part(gx, heads, 2)});
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return res.out;
 }
 
 }  // namespace tfm::core

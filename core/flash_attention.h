@@ -67,6 +67,14 @@ struct FlashResult {
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask, float scale,
                        float dropout_p, bool training, Generator& gen, const FlashOptions& opt = {});
 
+// Self-attention on a fused projection: qkv [B, T, 3·H·D] holds q, k and v
+// in that order along its last dim, each laid out [H, D]. The same result
+// (and bits, dropout stream included) as flash_attention on the three parts
+// viewed as [B, H, T, D], but differentiable in qkv as one tensor: the
+// backward writes dq, dk and dv straight into one [B, T, 3·H·D] gradient.
+Tensor flash_attention_packed(const Tensor& qkv, int64_t heads, const AttentionMask& mask, float scale,
+                              float dropout_p, bool training, Generator& gen, const FlashOptions& opt = {});
+
 // The same, also returning L (for tests). `out` is differentiable, `lse` is not.
 FlashResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& mask,
                                      float scale, float dropout_p, bool training, Generator& gen,

@@ -43,6 +43,14 @@ class FlashAttention final : public AttentionBackend {
     core::Generator unused;
     return core::flash_attention(q, k, v, a.mask, a.scale, a.dropout_p, a.training, drop ? *a.gen : unused, opt_);
   }
+  Tensor attend_packed(const Tensor& qkv, int64_t heads, const AttentionArgs& a) const override {
+    if (a.probabilities) return {};  // the probe needs q and k apart
+    const bool drop = a.training && a.dropout_p > 0.0f;
+    TFM_CHECK(!drop || a.gen != nullptr, "flash attention: dropout needs a generator (AttentionArgs::gen)");
+    core::Generator unused;
+    return core::flash_attention_packed(qkv, heads, a.mask, a.scale, a.dropout_p, a.training, drop ? *a.gen : unused,
+                                        opt_);
+  }
 
  private:
   core::FlashOptions opt_;
@@ -186,11 +194,28 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& kv_input, cons
   const bool self = !kv_input.defined();
   if (cache) TFM_CHECK(!core::grad_enabled(), "attention: the KV cache is for inference (use NoGradGuard)");
   check_call(mask, self, cache != nullptr);
-  Tensor q, k, v;
+  AttentionArgs args;
+  args.mask = mask;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  args.dropout_p = dropout_;
+  args.training = training();
+  args.gen = gen_.get();
+  Tensor probabilities;
+  if (probe) {
+    TFM_CHECK(!core::grad_enabled(), "attention: the probe records only with grad mode off (use NoGradGuard)");
+    args.probabilities = &probabilities;
+  }
+  Tensor q, k, v, o;
   if (self) {
     if (qkv_proj) {
-      auto parts = core::split(qkv_proj->forward(x), d_model_, -1);
-      q = parts[0], k = parts[1], v = parts[2];
+      const Tensor qkv = qkv_proj->forward(x);
+      // Read in place when nothing needs q, k and v apart (rotary positions
+      // rotate them, the cache stores them): one gradient, no slices.
+      if (!rope_ && !cache) o = backend_->attend_packed(qkv, n_heads_, args);
+      if (!o.defined()) {
+        auto parts = core::split(qkv, d_model_, -1);
+        q = parts[0], k = parts[1], v = parts[2];
+      }
     } else if (qv_proj) {
       auto parts = core::split(qv_proj->forward(x), d_model_, -1);
       q = parts[0], v = parts[1];
@@ -198,15 +223,17 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& kv_input, cons
       q = q_proj->forward(x), v = v_proj->forward(x);
       if (k_proj) k = k_proj->forward(x);
     }
-    q = split_heads(q), v = split_heads(v);
-    if (rope_) q = rope_->apply(q, mask.q_offset);
-    if (info_->shared_qk) {
-      k = q;
-    } else {
-      k = split_heads(k);
-      if (rope_) k = rope_->apply(k, mask.q_offset);
+    if (!o.defined()) {
+      q = split_heads(q), v = split_heads(v);
+      if (rope_) q = rope_->apply(q, mask.q_offset);
+      if (info_->shared_qk) {
+        k = q;
+      } else {
+        k = split_heads(k);
+        if (rope_) k = rope_->apply(k, mask.q_offset);
+      }
+      if (cache) std::tie(k, v) = cache_append(*cache, k, v);
     }
-    if (cache) std::tie(k, v) = cache_append(*cache, k, v);
   } else {
     TFM_CHECK(!qkv_proj && !qv_proj, "attention: a fused QKV projection cannot do cross-attention");
     TFM_CHECK(kv_input.dim() == 3 && kv_input.size(2) == d_model_ && kv_input.size(0) == x.size(0),
@@ -222,18 +249,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& kv_input, cons
       }
     }
   }
-  AttentionArgs args;
-  args.mask = mask;
-  args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
-  args.dropout_p = dropout_;
-  args.training = training();
-  args.gen = gen_.get();
-  Tensor probabilities;
-  if (probe) {
-    TFM_CHECK(!core::grad_enabled(), "attention: the probe records only with grad mode off (use NoGradGuard)");
-    args.probabilities = &probabilities;
-  }
-  Tensor o = backend_->attend(q, k, v, args);  // [B, H, Tq, Dh]
+  if (!o.defined()) o = backend_->attend(q, k, v, args);  // [B, H, Tq, Dh]
   if (probe) {
     TFM_CHECK(probabilities.defined(), "model.attention = ", info_->name,
               " does not report its attention probabilities, so they cannot be inspected");

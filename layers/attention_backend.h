@@ -87,6 +87,14 @@ class AttentionBackend {
   // q [B,H,Tq,Dh], k/v [B,H,Tk,Dh] -> [B,H,Tq,Dh]. With a shared query/key
   // backend, k is q.
   virtual Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args) const = 0;
+  // Self-attention straight from a fused projection: qkv [B, T, 3·H·Dh]
+  // (q, k, v along the last dim, each [H, Dh]) -> [B, H, T, Dh], the same
+  // function as attend() on its three parts. A backend that reads the packed
+  // tensor in place (and so can return one gradient for it) overrides this;
+  // the default returns an undefined tensor and the layer splits instead.
+  virtual Tensor attend_packed(const Tensor& /*qkv*/, int64_t /*heads*/, const AttentionArgs& /*args*/) const {
+    return {};
+  }
 };
 
 using AttentionBackendFactory = std::function<std::shared_ptr<AttentionBackend>(const AttentionBackendOptions&)>;

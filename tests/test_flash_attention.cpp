@@ -398,6 +398,46 @@ TEST_CASE("flash attention reads views of a fused QKV projection in place, bit f
   CHECK(a.to_vector() == b.to_vector());
 }
 
+TEST_CASE("flash_attention_packed equals flash attention on the three parts, bit for bit, gradient included",
+          "[flash]") {
+  // The packed entry point reads q, k, v from one [B, T, 3·H·D] tensor and
+  // returns one gradient for it, written by the backward in place (no
+  // zero-filled buffer): every element of it must be the slices' result.
+  const int64_t B = 3, T = 29, H = 2, D = 8, C = H * D;
+  auto heads = [&](const Tensor& x, int64_t part) {
+    return x.slice(2, part * C, (part + 1) * C).reshape({B, T, H, D}).permute({0, 2, 1, 3});
+  };
+  Tensor padding = core::zeros({B, T});
+  for (int64_t j = T - 5; j < T; ++j) padding.data<float>()[2 * T + j] = 1.0f;  // batch 2: last 5 keys padded
+  for (const float p_drop : {0.0f, 0.25f})
+    for (const bool causal : {false, true}) {
+      INFO("dropout " << p_drop << ", causal " << causal);
+      AttentionMask m;
+      m.causal = causal;
+      m.key_padding = padding;
+      const Tensor dout = random_tensor({B, H, T, D}, 52);
+      Tensor a = random_tensor({B, T, 3 * C}, 51, 1.0f, true);
+      Tensor b = a.detach().contiguous();
+      b.set_requires_grad(true);
+      core::Generator g1(9), g2(9);
+      const Tensor packed = core::flash_attention_packed(a, H, m, 0.35f, p_drop, true, g1, {8, 16});
+      const Tensor split =
+          core::flash_attention(heads(b, 0), heads(b, 1), heads(b, 2), m, 0.35f, p_drop, true, g2, {8, 16});
+      CHECK(g1.offset() == g2.offset());  // the same dropout draw
+      CHECK(packed.shape() == split.shape());
+      CHECK(packed.to_vector() == split.to_vector());
+      packed.backward(dout);
+      split.backward(dout);
+      CHECK(a.grad().shape() == Shape({B, T, 3 * C}));
+      CHECK(a.grad().to_vector() == b.grad().to_vector());
+    }
+  core::Generator g(0);
+  CHECK_THROWS_WITH(core::flash_attention_packed(random_tensor({2, 5, 20}, 1), 3, {}, 1.0f, 0.0f, false, g),
+                    Catch::Contains("multiple of 3 · heads"));
+  CHECK_THROWS_WITH(core::flash_attention_packed(random_tensor({5, 24}, 1), 2, {}, 1.0f, 0.0f, false, g),
+                    Catch::Contains("[B, T, 3·H·D]"));
+}
+
 TEST_CASE("flash attention on rotary-rotated q/k equals the naive composition, gradients included", "[flash]") {
   // What the attention module hands a backend: heads split from [B, T, H, D]
   // by a permute, rotary positions applied at an offset, a causal KV-cache step.
