@@ -246,6 +246,39 @@ int64_t visible_in_tile(const Problem& pb, int64_t i, int64_t j0, int64_t cols) 
   return std::clamp<int64_t>(pb.q_offset + i - j0 + 1, 0, cols);
 }
 
+// A causal tile on the diagonal: each row sees a prefix of the tile's keys
+// that grows with the row, so its products run in blocks of kCausalBlock
+// rows (or keys), each only over the part that is not all zero (rows:
+// the keys its last row sees; keys: the rows from the first that sees its
+// first key). Skipped terms are exact zeros of P or dS. A tile every row
+// sees whole is one block.
+constexpr int64_t kCausalBlock = 12;  // a multiple of the kernel's 6- and 12-row blocks
+
+bool whole_tile(const Problem& pb, int64_t i0, int64_t j0, int64_t cols) {
+  return visible_in_tile(pb, i0, j0, cols) == cols;
+}
+
+// f(r0, r1, c): rows r0 .. r1 − 1 of the tile (rows at query i0, keys at
+// j0) over its first c keys.
+template <class F>
+void row_blocks(const Problem& pb, int64_t i0, int64_t rows, int64_t j0, int64_t cols, F f) {
+  if (whole_tile(pb, i0, j0, cols)) return f(int64_t{0}, rows, cols);
+  for (int64_t r0 = 0; r0 < rows; r0 += kCausalBlock) {
+    const int64_t r1 = std::min(rows, r0 + kCausalBlock), c = visible_in_tile(pb, i0 + r1 - 1, j0, cols);
+    if (c > 0) f(r0, r1, c);
+  }
+}
+
+// f(c0, c1, r): keys c0 .. c1 − 1 of the tile over its rows from r on.
+template <class F>
+void key_blocks(const Problem& pb, int64_t i0, int64_t rows, int64_t j0, int64_t cols, F f) {
+  if (whole_tile(pb, i0, j0, cols)) return f(int64_t{0}, cols, int64_t{0});
+  for (int64_t c0 = 0; c0 < cols; c0 += kCausalBlock) {
+    const int64_t r = std::clamp<int64_t>(j0 + c0 - pb.q_offset - i0, 0, rows);  // first row that sees key c0
+    if (r < rows) f(c0, std::min(cols, c0 + kCausalBlock), r);
+  }
+}
+
 // Dropout factors for row i of head bh over keys j0 .. j0 + cols − 1:
 // z[c] = keep_scale when the element is kept, else 0. `bits` holds at least
 // cols + 8 words.
@@ -313,7 +346,10 @@ void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows,
   const int64_t kv_end = pb.causal ? std::clamp<int64_t>(pb.q_offset + i0 + rows, 0, pb.tk) : pb.tk;
   for (int64_t j0 = 0; j0 < kv_end; j0 += bc) {
     const int64_t cols = std::min(bc, kv_end - j0), n = round_up_lanes(cols);
-    gemm(rows, cols, D, qt, qs, 1, kt + (j0 / bc) * D * ld, ld, s, ld, false);  // S = q·kᵀ
+    const float* ktile = kt + (j0 / bc) * D * ld;
+    row_blocks(pb, i0, rows, j0, cols, [&](int64_t r0, int64_t r1, int64_t c) {  // S = q·kᵀ
+      gemm(r1 - r0, c, D, qt + r0 * qs, qs, 1, ktile, ld, s + r0 * ld, ld, false);
+    });
     const float* bias = sc.bias.data() + j0;
     for (int64_t r = 0; r < rows; ++r) {
       float* sr = s + r * ld;
@@ -341,7 +377,9 @@ void forward_query_tile(const Problem& pb, int64_t bh, int64_t i0, int64_t rows,
         for (int64_t c = 0; c < lim; ++c) sr[c] *= z[c];
       }
     }
-    gemm(rows, D, cols, s, ld, 1, v + j0 * vs, vs, acc, D, true);  // acc += P·v
+    row_blocks(pb, i0, rows, j0, cols, [&](int64_t r0, int64_t r1, int64_t c) {  // acc += P·v
+      gemm(r1 - r0, D, c, s + r0 * ld, ld, 1, v + j0 * vs, vs, acc + r0 * D, D, true);
+    });
   }
   for (int64_t r = 0; r < rows; ++r) {
     const float l = sc.row_sum[r];
@@ -429,7 +467,9 @@ void backward_head(const Problem& pb, int64_t bh, const BackwardArgs& a, Scratch
       const int64_t n = round_up_lanes(cols);
       const float* qt = q + i0 * qs;
       const float* dot = dout + i0 * dos;
-      gemm(rows, cols, D, qt, qs, 1, sc.kt.data(), ld, s, ld, false);  // S = q·kᵀ
+      row_blocks(pb, i0, rows, j0, cols, [&](int64_t r0, int64_t r1, int64_t c) {  // S = q·kᵀ
+        gemm(r1 - r0, c, D, qt + r0 * qs, qs, 1, sc.kt.data(), ld, s + r0 * ld, ld, false);
+      });
       for (int64_t r = 0; r < rows; ++r) {  // P = exp(scale·S + bias − L), visible keys only (as forward)
         float* sr = s + r * ld;
         const float l = lse[i0 + r];
@@ -446,14 +486,17 @@ void backward_head(const Problem& pb, int64_t bh, const BackwardArgs& a, Scratch
           std::fill(zr + lim, zr + cols, 0.0f);
         }
       }
-      if (pb.drop.active()) {  // dV += (P ∘ Z)ᵀ·dO
+      if (pb.drop.active()) {  // P ∘ Z
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t c = 0; c < cols; ++c) dp[r * ld + c] = s[r * ld + c] * z[r * ld + c];
-        gemm(cols, D, rows, dp, 1, ld, dot, dos, dv + j0 * dvs, dvs, true);
-      } else {  // dV += Pᵀ·dO
-        gemm(cols, D, rows, s, 1, ld, dot, dos, dv + j0 * dvs, dvs, true);
       }
-      gemm(rows, cols, D, dot, dos, 1, sc.vt.data(), ld, dp, ld, false);  // dP = dO·vᵀ
+      const float* pz = pb.drop.active() ? dp : s;
+      key_blocks(pb, i0, rows, j0, cols, [&](int64_t c0, int64_t c1, int64_t r) {  // dV += (P ∘ Z)ᵀ·dO
+        gemm(c1 - c0, D, rows - r, pz + r * ld + c0, 1, ld, dot + r * dos, dos, dv + (j0 + c0) * dvs, dvs, true);
+      });
+      row_blocks(pb, i0, rows, j0, cols, [&](int64_t r0, int64_t r1, int64_t c) {  // dP = dO·vᵀ
+        gemm(r1 - r0, c, D, dot + r0 * dos, dos, 1, sc.vt.data(), ld, dp + r0 * ld, ld, false);
+      });
       for (int64_t r = 0; r < rows; ++r) {  // dS = scale · P ∘ (dP ∘ Z − D_i), into s (0 where P is)
         float* sr = s + r * ld;
         const float* dpr = dp + r * ld;
@@ -466,8 +509,12 @@ void backward_head(const Problem& pb, int64_t bh, const BackwardArgs& a, Scratch
           for (int64_t c = 0; c < lim; ++c) sr[c] = pb.scale * sr[c] * (dpr[c] - di);
         }
       }
-      gemm(rows, D, cols, s, ld, 1, k + j0 * ks, ks, dq + i0 * dqs, dqs, true);  // dQ += dS·k
-      gemm(cols, D, rows, s, 1, ld, qt, qs, dk + j0 * dks, dks, true);           // dK += dSᵀ·q
+      row_blocks(pb, i0, rows, j0, cols, [&](int64_t r0, int64_t r1, int64_t c) {  // dQ += dS·k
+        gemm(r1 - r0, D, c, s + r0 * ld, ld, 1, k + j0 * ks, ks, dq + (i0 + r0) * dqs, dqs, true);
+      });
+      key_blocks(pb, i0, rows, j0, cols, [&](int64_t c0, int64_t c1, int64_t r) {  // dK += dSᵀ·q
+        gemm(c1 - c0, D, rows - r, s + r * ld + c0, 1, ld, qt + r * qs, qs, dk + (j0 + c0) * dks, dks, true);
+      });
     }
   }
 }
