@@ -252,7 +252,7 @@ int64_t visible_in_tile(const Problem& pb, int64_t i, int64_t j0, int64_t cols) 
 // the keys its last row sees; keys: the rows from the first that sees its
 // first key). Skipped terms are exact zeros of P or dS. A tile every row
 // sees whole is one block.
-constexpr int64_t kCausalBlock = 12;  // a multiple of the kernel's 6- and 12-row blocks
+constexpr int64_t kCausalBlock = 12;  // whole register blocks of the 64- and 32-wide products (6 and 12 rows)
 
 bool whole_tile(const Problem& pb, int64_t i0, int64_t j0, int64_t cols) {
   return visible_in_tile(pb, i0, j0, cols) == cols;

@@ -10,7 +10,9 @@
 // rows). For each key tile of opt.kv_tile keys the score tile is computed,
 // the running row maximum and sum are updated and the accumulator rescaled;
 // O = acc / sum at the end. Only O and L are kept for backward. With a
-// causal mask, key tiles wholly above the diagonal are never visited.
+// causal mask, key tiles wholly above the diagonal are never visited, and
+// the products of a tile the diagonal cuts run in blocks of 12 rows (or
+// keys), each over its part that is not all zero (forward and backward).
 //
 // Backward: D = rowsum(dO ∘ O); per tile P = exp(S − L) is recomputed, then
 // dV += Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − D), dQ += scale·dS K,

@@ -29,6 +29,14 @@ class NaiveAttention final : public AttentionBackend {
   }
 };
 
+// The generator the kernel draws dropout from: the call's own when it
+// drops, else `unused` (never advanced: the kernel draws nothing).
+core::Generator& dropout_generator(const AttentionArgs& a, core::Generator& unused) {
+  const bool drop = a.training && a.dropout_p > 0.0f;
+  TFM_CHECK(!drop || a.gen != nullptr, "flash attention: dropout needs a generator (AttentionArgs::gen)");
+  return drop ? *a.gen : unused;
+}
+
 // softmax(q·kᵀ·scale + mask)·v in tiles (core/flash_attention.h).
 class FlashAttention final : public AttentionBackend {
  public:
@@ -38,18 +46,15 @@ class FlashAttention final : public AttentionBackend {
     // The probe reconstructs the weights the kernel applies (the same
     // masked softmax, before dropout) densely: inspection only.
     if (a.probabilities) *a.probabilities = attention_probabilities(q, k, a.mask, a.scale);
-    const bool drop = a.training && a.dropout_p > 0.0f;
-    TFM_CHECK(!drop || a.gen != nullptr, "flash attention: dropout needs a generator (AttentionArgs::gen)");
     core::Generator unused;
-    return core::flash_attention(q, k, v, a.mask, a.scale, a.dropout_p, a.training, drop ? *a.gen : unused, opt_);
+    return core::flash_attention(q, k, v, a.mask, a.scale, a.dropout_p, a.training, dropout_generator(a, unused),
+                                 opt_);
   }
   Tensor attend_packed(const Tensor& qkv, int64_t heads, const AttentionArgs& a) const override {
     if (a.probabilities) return {};  // the probe needs q and k apart
-    const bool drop = a.training && a.dropout_p > 0.0f;
-    TFM_CHECK(!drop || a.gen != nullptr, "flash attention: dropout needs a generator (AttentionArgs::gen)");
     core::Generator unused;
-    return core::flash_attention_packed(qkv, heads, a.mask, a.scale, a.dropout_p, a.training, drop ? *a.gen : unused,
-                                        opt_);
+    return core::flash_attention_packed(qkv, heads, a.mask, a.scale, a.dropout_p, a.training,
+                                        dropout_generator(a, unused), opt_);
   }
 
  private:
