@@ -225,16 +225,20 @@ void* allocate(std::size_t bytes) {
   const std::size_t size = block_size_for(bytes);
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  auto& set = c.free_blocks[pool_for(size)];
   Block probe;  // a search key: only the size (and a null address, before every real block) matter
   probe.size = size;
-  auto it = set.lower_bound(&probe);
   Block* b = nullptr;
-  if (it != set.end()) {
+  // Best fit in the request's pool; a small request that finds nothing there
+  // takes the best fit of the large pool before a new segment is mapped.
+  for (int pool = pool_for(size); pool <= kLarge && !b; ++pool) {
+    auto& set = c.free_blocks[pool];
+    auto it = set.lower_bound(&probe);
+    if (it == set.end()) continue;
     b = *it;
     b->node = set.extract(it);
     c.stats.cache_hits++;
-  } else {
+  }
+  if (!b) {
     b = new_segment(c, size);
     if (!b)
       detail::throw_error("out of memory: allocating ", bytes, " bytes (", static_cast<double>(bytes) / (1 << 30),

@@ -11,7 +11,10 @@
 //     their own size rounded up to 2 MiB;
 //   - a request takes the smallest free block of its pool that fits (best
 //     fit), split in two when the rest is worth keeping (at least 512 bytes
-//     in the small pool, more than 1 MiB in the large one);
+//     in the small pool, more than 1 MiB in the large one); a small request
+//     that finds no block in its pool takes the best fit of the large pool
+//     (the translator's small tensors need more room for some batch shapes
+//     while the large pool holds hundreds of free MiB between its peaks);
 //   - a freed block is merged with its free neighbours in the segment, so a
 //     later request of another shape finds the space again.
 // Only a miss (no free block fits) maps a new segment. The cache is bounded:
