@@ -1,6 +1,7 @@
 #include "translation.h"
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 
 #include "core/error.h"
@@ -191,17 +192,46 @@ void TranslationBatcher::build_epoch(int64_t epoch) {
     epoch_start_.push_back(epoch_start_.back() + static_cast<int64_t>(batches_.size()));
 }
 
-TranslationBatch TranslationBatcher::next() {
-  TFM_CHECK(position_ >= 0, "translation: negative batcher position ", position_);
+const std::vector<int64_t>& TranslationBatcher::indices_at(int64_t position) {
+  TFM_CHECK(position >= 0, "translation: negative batcher position ", position);
   // Extend the epoch table (building each epoch once) until it covers the
   // position, then build the epoch holding it if it is not the current one.
-  while (epoch_start_.back() <= position_) build_epoch(static_cast<int64_t>(epoch_start_.size()) - 1);
-  const auto it = std::upper_bound(epoch_start_.begin(), epoch_start_.end(), position_);
+  while (epoch_start_.back() <= position) build_epoch(static_cast<int64_t>(epoch_start_.size()) - 1);
+  const auto it = std::upper_bound(epoch_start_.begin(), epoch_start_.end(), position);
   const int64_t epoch = static_cast<int64_t>(it - epoch_start_.begin()) - 1;
   if (epoch != epoch_) build_epoch(epoch);
-  const auto& idx = batches_[static_cast<std::size_t>(position_ - epoch_start_[static_cast<std::size_t>(epoch)])];
+  return batches_[static_cast<std::size_t>(position - epoch_start_[static_cast<std::size_t>(epoch)])];
+}
+
+TranslationBatch TranslationBatcher::at(int64_t position) { return make_batch(examples_, indices_at(position), ids_); }
+
+TranslationBatch TranslationBatcher::next() {
+  TranslationBatch b = at(position_);
   ++position_;
-  return make_batch(examples_, idx, ids_);
+  return b;
+}
+
+std::vector<int64_t> TranslationBatcher::heaviest(int64_t from, int64_t count) {
+  std::array<int64_t, 3> best{-1, -1, -1}, at_pos{-1, -1, -1};
+  for (int64_t p = from; p < from + count; ++p) {
+    int64_t S = 1, T = 1;
+    const std::vector<int64_t>& idx = indices_at(p);
+    for (int64_t i : idx) {
+      const auto& e = examples_[static_cast<std::size_t>(i)];
+      S = std::max<int64_t>(S, static_cast<int64_t>(e.src.size()));
+      T = std::max<int64_t>(T, static_cast<int64_t>(e.tgt.size()) + 1);
+    }
+    const int64_t B = static_cast<int64_t>(idx.size());
+    const std::array<int64_t, 3> measure{B * T, B * (S + T), B * (S * S + T * T + S * T)};
+    for (std::size_t k = 0; k < 3; ++k)
+      if (measure[k] > best[k]) best[k] = measure[k], at_pos[k] = p;
+  }
+  std::vector<int64_t> out;
+  for (int64_t p : at_pos)
+    if (p >= 0) out.push_back(p);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 std::vector<TranslationBatch> TranslationBatcher::fixed_batches(int64_t batch_tokens) const {

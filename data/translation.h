@@ -63,6 +63,14 @@ class TranslationBatcher {
  public:
   TranslationBatcher(std::vector<TranslationExample> examples, int64_t batch_tokens, SpecialIds ids, uint64_t seed);
   TranslationBatch next();
+  // The batch at `position` (batches served before it), without moving the position.
+  TranslationBatch at(int64_t position);
+  // The positions in [from, from + count) of the batches that need the most
+  // memory by each of three measures: padded target tokens B·T (the logits
+  // and their gradient), padded source and target tokens B·(S + T) (the
+  // layers' activations) and attention scores B·(S² + T² + S·T). Distinct,
+  // in increasing order; at most three. Builds each epoch in the range once.
+  std::vector<int64_t> heaviest(int64_t from, int64_t count);
   int64_t position() const { return position_; }
   void set_position(int64_t p) { position_ = p; }
   std::size_t size() const { return examples_.size(); }
@@ -73,6 +81,7 @@ class TranslationBatcher {
 
  private:
   void build_epoch(int64_t epoch);
+  const std::vector<int64_t>& indices_at(int64_t position);
   std::vector<TranslationExample> examples_;
   int64_t batch_tokens_;
   SpecialIds ids_;

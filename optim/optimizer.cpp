@@ -44,19 +44,23 @@ void Optimizer::zero_grad() {
     for (Tensor& p : g.params) p.zero_grad();
 }
 
-void Optimizer::step() {
+void Optimizer::allocate_state() {
+  if (!slots_.empty()) return;
   core::NoGradGuard no_grad;
-  if (slots_.empty()) {  // lazily: slot shapes follow the parameters
-    const std::size_t n_slots = slot_names().size();
-    for (const ParamGroup& g : groups_) {
-      slots_.emplace_back();
-      for (const Tensor& p : g.params) {
-        std::vector<Tensor> s;
-        for (std::size_t k = 0; k < n_slots; ++k) s.push_back(core::zeros(p.shape()));
-        slots_.back().push_back(std::move(s));
-      }
+  const std::size_t n_slots = slot_names().size();
+  for (const ParamGroup& g : groups_) {
+    slots_.emplace_back();
+    for (const Tensor& p : g.params) {
+      std::vector<Tensor> s;
+      for (std::size_t k = 0; k < n_slots; ++k) s.push_back(core::zeros(p.shape()));
+      slots_.back().push_back(std::move(s));
     }
   }
+}
+
+void Optimizer::step() {
+  core::NoGradGuard no_grad;
+  allocate_state();
   ++steps_;
   // One piece per kUpdateChunk elements of every parameter with a gradient.
   struct Piece {

@@ -54,6 +54,10 @@ class Optimizer {
   // gradient are skipped). Runs with grad mode off.
   void step();
   void zero_grad();
+  // Creates the state tensors (zeros; shapes follow the parameters) if they
+  // do not exist yet. step() does it the first time; the trainer's memory
+  // check does it earlier, so the first steps already hold all the memory.
+  void allocate_state();
 
   float lr() const { return lr_; }
   void set_lr(float lr) { lr_ = lr; }

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "temp_dir.h"
 #include "train/checkpoint.h"
@@ -47,6 +48,48 @@ std::vector<nlohmann::json> read_metrics(const fs::path& run) {
   std::ifstream in(run / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
   return rows;
+}
+
+// A toy corpus (English number words -> Spanish number words, 1 to 4 words
+// a line) in dir/train.tsv and dir/valid.tsv, and dir/t.yaml training a tiny
+// Seq2Seq on it; `model` and `train` are added to those sections.
+fs::path write_seq2seq_config(const fs::path& dir, const std::string& model, const std::string& train) {
+  const std::vector<std::pair<std::string, std::string>> words = {
+      {"one", "uno"}, {"two", "dos"}, {"three", "tres"}, {"four", "cuatro"}, {"five", "cinco"},
+      {"six", "seis"}, {"seven", "siete"}, {"eight", "ocho"}, {"nine", "nueve"}, {"ten", "diez"}};
+  tfm::core::Generator g(5);
+  auto write_tsv = [&](const fs::path& p, int n) {
+    std::ofstream out(p);
+    for (int i = 0; i < n; ++i) {
+      std::string en, es;
+      const int len = 1 + static_cast<int>(g.next_u64() % 4);
+      for (int k = 0; k < len; ++k) {
+        const auto& w = words[g.next_u64() % words.size()];
+        en += (k ? " " : "") + w.first;
+        es += (k ? " " : "") + w.second;
+      }
+      out << en << "\t" << es << "\n";
+    }
+  };
+  write_tsv(dir / "train.tsv", 400);
+  write_tsv(dir / "valid.tsv", 20);
+  const fs::path cfg = dir / "t.yaml";
+  std::ofstream(cfg) << "model:\n  family: seq2seq\n  enc_layers: 1\n  dec_layers: 1\n  n_heads: 2\n  d_model: 32\n"
+                     << "  d_ff: 64\n  block_size: 32\n  positions: sinusoidal\n" << model
+                     << "data:\n  path: " << (dir / "train.tsv").string() << "\n  valid_path: "
+                     << (dir / "valid.tsv").string() << "\n  tokenizer: sentencepiece\n  vocab_size: 40\n  sp_byte_fallback: false\n"
+                     << "optim:\n  name: adam\n  lr: 0.003\n"
+                     << "schedule:\n  kind: inverse_sqrt\n  warmup_steps: 10\n"
+                     << "train:\n  batch_tokens: 256\n  log_every: 1\n  label_smoothing: 0.1\n  threads: 2\n"
+                     << "  out_dir: " << (dir / "run").string() << "\n" << train;
+  return cfg;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 }  // namespace
@@ -213,36 +256,9 @@ TEST_CASE("SIGINT finishes the step, writes a checkpoint and returns 0", "[train
 
 TEST_CASE("a tiny translation model trains from a config and translates from its checkpoint", "[trainer][translation]") {
   TempDir dir("seq2seq");
-  // A toy corpus: English number words -> Spanish number words.
-  const std::vector<std::pair<std::string, std::string>> words = {
-      {"one", "uno"}, {"two", "dos"}, {"three", "tres"}, {"four", "cuatro"}, {"five", "cinco"},
-      {"six", "seis"}, {"seven", "siete"}, {"eight", "ocho"}, {"nine", "nueve"}, {"ten", "diez"}};
-  tfm::core::Generator g(5);
-  auto write_tsv = [&](const fs::path& p, int n) {
-    std::ofstream out(p);
-    for (int i = 0; i < n; ++i) {
-      std::string en, es;
-      const int len = 1 + static_cast<int>(g.next_u64() % 4);
-      for (int k = 0; k < len; ++k) {
-        const auto& w = words[g.next_u64() % words.size()];
-        en += (k ? " " : "") + w.first;
-        es += (k ? " " : "") + w.second;
-      }
-      out << en << "\t" << es << "\n";
-    }
-  };
-  write_tsv(dir.path / "train.tsv", 400);
-  write_tsv(dir.path / "valid.tsv", 20);
-  const fs::path cfg = dir.path / "t.yaml";
-  std::ofstream(cfg) << "model:\n  family: seq2seq\n  enc_layers: 1\n  dec_layers: 1\n  n_heads: 2\n  d_model: 32\n"
-                     << "  d_ff: 64\n  block_size: 32\n  positions: sinusoidal\n  dropout: 0.0\n"
-                     << "data:\n  path: " << (dir.path / "train.tsv").string() << "\n  valid_path: "
-                     << (dir.path / "valid.tsv").string() << "\n  tokenizer: sentencepiece\n  vocab_size: 40\n  sp_byte_fallback: false\n"
-                     << "optim:\n  name: adam\n  lr: 0.003\n"
-                     << "schedule:\n  kind: inverse_sqrt\n  warmup_steps: 10\n"
-                     << "train:\n  max_steps: 60\n  batch_tokens: 256\n  log_every: 1\n  eval_every: 30\n"
-                     << "  eval_bleu: true\n  eval_bleu_sentences: 20\n  best_metric: val_bleu\n"
-                     << "  label_smoothing: 0.1\n  threads: 2\n  out_dir: " << (dir.path / "run").string() << "\n";
+  const fs::path cfg = write_seq2seq_config(dir.path, "  dropout: 0.0\n",
+                                            "  max_steps: 60\n  eval_every: 30\n  eval_bleu: true\n"
+                                            "  eval_bleu_sentences: 20\n  best_metric: val_bleu\n");
   TrainArgs a;
   a.config_path = cfg.string();
   a.quiet = true;
@@ -272,4 +288,34 @@ TEST_CASE("a tiny translation model trains from a config and translates from its
   e.beam = 1;
   run_eval(e, ev);
   CHECK_THAT(ev.str(), Contains("BLEU = ") && Contains("perplexity"));
+}
+
+TEST_CASE("the memory check reaches the run's peak before the first step and changes no result", "[trainer][translation]") {
+  // Dropout on: the check must not draw numbers that training would see.
+  std::vector<nlohmann::json> rows[2];
+  for (int check : {1, 0}) {
+    tfm::core::empty_cache();  // each run starts with no cached segments
+    TempDir dir("memcheck");
+    const fs::path cfg = write_seq2seq_config(dir.path, "  dropout: 0.1\n",
+                                              std::string("  max_steps: 40\n  eval_every: 0\n  memory_check: ") +
+                                                  (check ? "true" : "false") + "\n");
+    TrainArgs a;
+    a.config_path = cfg.string();
+    a.quiet = true;
+    REQUIRE(run_train(a) == 0);
+    rows[check] = read_metrics(dir.path / "run");
+    REQUIRE(rows[check].size() == 40);
+    const std::string log = read_text(dir.path / "run" / "train.log");
+    CHECK((log.find("memory check: forward and backward of the run's") != std::string::npos) == (check == 1));
+  }
+  for (std::size_t i = 0; i < 40; ++i) {
+    INFO("step " << i + 1);
+    CHECK(rows[1][i]["train_loss"].get<double>() == rows[0][i]["train_loss"].get<double>());
+    CHECK(rows[1][i]["grad_norm"].get<double>() == rows[0][i]["grad_norm"].get<double>());
+    // Peak and reserved memory are flat from the first step with the check.
+    CHECK(rows[1][i]["peak_mem_bytes"].get<int64_t>() == rows[1][0]["peak_mem_bytes"].get<int64_t>());
+    CHECK(rows[1][i]["reserved_mem_bytes"].get<int64_t>() == rows[1][0]["reserved_mem_bytes"].get<int64_t>());
+  }
+  // Without it the peak grows when a larger batch arrives.
+  CHECK(rows[0].back()["peak_mem_bytes"].get<int64_t>() > rows[0].front()["peak_mem_bytes"].get<int64_t>());
 }

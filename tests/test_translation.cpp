@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
@@ -251,6 +252,40 @@ TEST_CASE("TranslationBatcher: a restored position continues the same sequence",
   bt.next();
   bt.set_position(3);
   for (int64_t i = 3; i < 60; ++i) REQUIRE(bt.next().indices == seq[static_cast<std::size_t>(i)]);
+}
+
+TEST_CASE("TranslationBatcher: at() and heaviest() see the batches next() serves", "[translation]") {
+  const auto ex = random_examples(300, 30, 3);
+  data::TranslationBatcher ref(ex, 200, {}, 9);
+  std::vector<data::TranslationBatch> seq;
+  for (int i = 0; i < 120; ++i) seq.push_back(ref.next());  // several epochs
+  data::TranslationBatcher bt(ex, 200, {}, 9);
+  bt.set_position(5);
+  for (int64_t p : {0, 7, 119, 64, 3}) {
+    const data::TranslationBatch b = bt.at(p);
+    CHECK(b.indices == seq[static_cast<std::size_t>(p)].indices);
+    CHECK(b.tgt_tokens == seq[static_cast<std::size_t>(p)].tgt_tokens);
+  }
+  CHECK(bt.position() == 5);
+  CHECK(bt.next().indices == seq[5].indices);
+  // The reference: each measure's first maximum, from the padded tensors' shapes.
+  for (auto [from, count] : std::vector<std::pair<int64_t, int64_t>>{{0, 120}, {10, 50}, {100, 1}}) {
+    INFO("from " << from << ", count " << count);
+    std::array<int64_t, 3> best{-1, -1, -1}, where{-1, -1, -1};
+    for (int64_t p = from; p < from + count; ++p) {
+      const auto& b = seq[static_cast<std::size_t>(p)];
+      const int64_t B = b.src.size(0), S = b.src.size(1), T = b.tgt_in.size(1);
+      const std::array<int64_t, 3> m{B * T, B * (S + T), B * (S * S + T * T + S * T)};
+      for (std::size_t k = 0; k < 3; ++k)
+        if (m[k] > best[k]) best[k] = m[k], where[k] = p;
+    }
+    std::vector<int64_t> expect(where.begin(), where.end());
+    std::sort(expect.begin(), expect.end());
+    expect.erase(std::unique(expect.begin(), expect.end()), expect.end());
+    CHECK(bt.heaviest(from, count) == expect);
+  }
+  CHECK(bt.position() == 6);
+  CHECK(bt.next().indices == seq[6].indices);
 }
 
 TEST_CASE("TranslationBatcher: fixed batches cover everything in length order", "[translation]") {

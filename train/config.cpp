@@ -173,6 +173,9 @@ std::vector<KeySpec> make_schema() {
           "which are then all-gathered"),
       key("train.profile", V::integer, "0",
           "time N training steps (after the first) per op kind and log the table; 0 off", 0, 1e12),
+      key("train.memory_check", V::boolean, "true",
+          "seq2seq: before the first step, forward and backward of the run's batches that need the most memory "
+          "(gradients discarded), so peak memory is reached at the start and a run that does not fit fails at once"),
       key("train.skip_nonfinite", V::boolean, "false",
           "skip a step whose loss or gradient is not finite instead of stopping"),
       key("train.eval_bleu", V::boolean, "false", "seq2seq: also compute validation BLEU (greedy decoding) at each evaluation"),

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,6 +35,17 @@ class Task {
   // the ranks' losses and gradients add up to the one-process ones. An
   // undefined tensor means this rank's slice is empty.
   virtual core::Tensor next_loss(int64_t& tokens) = 0;
+  // The memory check before the first step (train.memory_check): calls
+  // run(loss) with the loss (graph attached, this rank's share as in
+  // next_loss) of each micro-batch among the next `count` that needs the
+  // most memory, without moving the data position or drawing dropout numbers
+  // that training would see. Returns how many it ran. The default runs
+  // none: every micro-batch of the task has the same shape, so the first
+  // step is the check.
+  virtual int64_t for_each_heaviest(int64_t count, const std::function<void(const core::Tensor&)>& run) {
+    (void)count, (void)run;
+    return 0;
+  }
   // Makes this task rank `rank` of `size` (default 0 of 1).
   void set_shard(int rank, int size) { shard_rank_ = rank, shard_size_ = size; }
   // Validation metrics, e.g. {"val_loss": 1.62} or {"val_loss": ..., "val_bleu": ...}.

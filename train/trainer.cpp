@@ -438,6 +438,28 @@ StepResult train_step(Run& r, Window& w) {
   return s;
 }
 
+// train.memory_check: before the first step of this process, the optimizer's
+// state, and forward and backward of the micro-batches of the rest of the
+// run that need the most memory (Task::for_each_heaviest), gradients discarded. Peak memory is then
+// reached here rather than at some late step, the allocator's cache holds
+// blocks for those shapes, and a run that does not fit fails at once.
+void memory_check(Run& r) {
+  if (!r.cfg.get_bool("train.memory_check")) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  r.opt->allocate_state();  // what the first step would create
+  const int64_t ran = core::with_oom_context("the memory check (the run's largest batches, train.memory_check)", [&] {
+    return r.task->for_each_heaviest((r.loop.max_steps - r.step) * r.loop.accum,
+                                     [](const core::Tensor& loss) { loss.backward(); });
+  });
+  for (core::Tensor& p : r.task->model().parameters()) p.zero_grad();
+  if (ran == 0) return;
+  const core::MemoryStats m = core::memory_stats();
+  r.log->info("memory check: forward and backward of the run's {} largest batches in {:.1f} s; peak tensor memory "
+              "{:.1f} MB, reserved {:.1f} MB",
+              ran, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+              static_cast<double>(m.peak_bytes) / 1e6, static_cast<double>(m.reserved_bytes) / 1e6);
+}
+
 // train.profile = N: steps 2..N+1 of this process (step 1 creates the oneDNN
 // primitives and fills the allocator cache) are timed per op kind
 // (core/profile.h) and the table is logged after them. Only train_step()
@@ -646,6 +668,7 @@ int train_process(const TrainArgs& args) {
   r.start = std::chrono::steady_clock::now();
   Window window;
   core::reset_peak_memory();
+  memory_check(r);
   bool saved = false;
   StepProfiler profiler(r.cfg.get_int("train.profile"));
   while (r.step < r.loop.max_steps) {

@@ -146,16 +146,18 @@ class TranslationTask final : public Task {
       return batcher_->next();
     }();
     tokens = b.tgt_tokens;
-    if (shard_size_ == 1) return model_->loss(b.src, b.tgt_in, b.tgt_out, label_smoothing_);
-    // Whole sentences, balanced by target tokens; the loss is per target token of the global batch.
-    const std::vector<int64_t> per_row = row_tokens(b.tgt_out, ids_.pad);
-    const RowRange rows = shard_by_tokens(per_row, shard_rank_, shard_size_);
-    int64_t mine = 0;
-    for (int64_t i = rows.begin; i < rows.end; ++i) mine += per_row[static_cast<std::size_t>(i)];
-    if (mine == 0) return core::Tensor();
-    const auto part = [&](const core::Tensor& t) { return core::slice(t, 0, rows.begin, rows.end).contiguous(); };
-    return core::mul(model_->loss(part(b.src), part(b.tgt_in), part(b.tgt_out), label_smoothing_),
-                     static_cast<float>(static_cast<double>(mine) / static_cast<double>(b.tgt_tokens)));
+    return batch_loss(b);
+  }
+
+  int64_t for_each_heaviest(int64_t count, const std::function<void(const core::Tensor&)>& run) override {
+    const std::vector<int64_t> heavy = batcher_->heaviest(batcher_->position(), count);
+    core::Generator& dropout = *model_->dropout_generator();
+    for (int64_t p : heavy) {
+      core::RngReplayGuard keep(dropout, dropout.state());  // training draws the same numbers after the check
+      const core::Tensor loss = batch_loss(batcher_->at(p));
+      if (loss.defined()) run(loss);
+    }
+    return static_cast<int64_t>(heavy.size());
   }
 
   std::map<std::string, double> evaluate() override {
@@ -213,6 +215,20 @@ class TranslationTask final : public Task {
   }
 
  private:
+  // The loss of batch b: all of it, or this rank's share (see Task::next_loss).
+  core::Tensor batch_loss(const data::TranslationBatch& b) {
+    if (shard_size_ == 1) return model_->loss(b.src, b.tgt_in, b.tgt_out, label_smoothing_);
+    // Whole sentences, balanced by target tokens; the loss is per target token of the global batch.
+    const std::vector<int64_t> per_row = row_tokens(b.tgt_out, ids_.pad);
+    const RowRange rows = shard_by_tokens(per_row, shard_rank_, shard_size_);
+    int64_t mine = 0;
+    for (int64_t i = rows.begin; i < rows.end; ++i) mine += per_row[static_cast<std::size_t>(i)];
+    if (mine == 0) return core::Tensor();
+    const auto part = [&](const core::Tensor& t) { return core::slice(t, 0, rows.begin, rows.end).contiguous(); };
+    return core::mul(model_->loss(part(b.src), part(b.tgt_in), part(b.tgt_out), label_smoothing_),
+                     static_cast<float>(static_cast<double>(mine) / static_cast<double>(b.tgt_tokens)));
+  }
+
   // Greedy translations of the first n validation sentences and their references.
   void translate_valid(int64_t n, std::vector<std::string>& hyps, std::vector<std::string>& refs) const {
     layers::DecodeOptions opt;
