@@ -290,7 +290,7 @@ TEST_CASE("a tiny translation model trains from a config and translates from its
   CHECK_THAT(ev.str(), Contains("BLEU = ") && Contains("perplexity"));
 }
 
-TEST_CASE("the memory check reaches the run's peak before the first step and changes no result", "[trainer][translation]") {
+TEST_CASE("the memory check reaches the run's peak memory before the first step and changes no result", "[trainer][translation]") {
   // Dropout on: the check must not draw numbers that training would see.
   std::vector<nlohmann::json> rows[2];
   for (int check : {1, 0}) {
@@ -312,10 +312,22 @@ TEST_CASE("the memory check reaches the run's peak before the first step and cha
     INFO("step " << i + 1);
     CHECK(rows[1][i]["train_loss"].get<double>() == rows[0][i]["train_loss"].get<double>());
     CHECK(rows[1][i]["grad_norm"].get<double>() == rows[0][i]["grad_norm"].get<double>());
-    // Peak and reserved memory are flat from the first step with the check.
-    CHECK(rows[1][i]["peak_mem_bytes"].get<int64_t>() == rows[1][0]["peak_mem_bytes"].get<int64_t>());
-    CHECK(rows[1][i]["reserved_mem_bytes"].get<int64_t>() == rows[1][0]["reserved_mem_bytes"].get<int64_t>());
+    // With the check the first step's peak is (within 1%: the check picks
+    // the heaviest batches by three measures, not by their sum) the run's.
+    CHECK(rows[1][i]["peak_mem_bytes"].get<double>() <= 1.01 * rows[1][0]["peak_mem_bytes"].get<double>());
   }
-  // Without it the peak grows when a larger batch arrives.
-  CHECK(rows[0].back()["peak_mem_bytes"].get<int64_t>() > rows[0].front()["peak_mem_bytes"].get<int64_t>());
+  // Without it the peak grows by more than that when a larger batch arrives.
+  CHECK(rows[0].back()["peak_mem_bytes"].get<double>() > 1.03 * rows[0].front()["peak_mem_bytes"].get<double>());
+
+  // With gradient accumulation the later micro-batches of a step run with the
+  // gradients live; the check's batches do too.
+  tfm::core::empty_cache();
+  TempDir dir("memcheck_accum");
+  TrainArgs a;
+  a.config_path = write_seq2seq_config(dir.path, "  dropout: 0.1\n", "  max_steps: 20\n  eval_every: 0\n  grad_accum: 2\n").string();
+  a.quiet = true;
+  REQUIRE(run_train(a) == 0);
+  const auto accum = read_metrics(dir.path / "run");
+  REQUIRE(accum.size() == 20);
+  for (const auto& row : accum) CHECK(row["peak_mem_bytes"].get<double>() <= 1.01 * accum[0]["peak_mem_bytes"].get<double>());
 }

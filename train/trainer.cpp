@@ -447,11 +447,21 @@ void memory_check(Run& r) {
   if (!r.cfg.get_bool("train.memory_check")) return;
   const auto t0 = std::chrono::steady_clock::now();
   r.opt->allocate_state();  // what the first step would create
+  const std::vector<core::Tensor> params = r.task->model().parameters();
+  // A step's first micro-batch runs without gradients; with train.grad_accum
+  // the later ones run with them live, and so does every batch of the check.
+  const bool accumulating = r.loop.accum > 1;
   const int64_t ran = core::with_oom_context("the memory check (the run's largest batches, train.memory_check)", [&] {
-    return r.task->for_each_heaviest((r.loop.max_steps - r.step) * r.loop.accum,
-                                     [](const core::Tensor& loss) { loss.backward(); });
+    return r.task->for_each_heaviest((r.loop.max_steps - r.step) * r.loop.accum, [&](const core::Tensor& loss) {
+      if (accumulating)
+        for (core::Tensor p : params)
+          if (!p.grad().defined()) p.set_grad(core::zeros(p.shape()));
+      loss.backward();
+      if (!accumulating)
+        for (core::Tensor p : params) p.zero_grad();
+    });
   });
-  for (core::Tensor& p : r.task->model().parameters()) p.zero_grad();
+  for (core::Tensor p : params) p.zero_grad();
   if (ran == 0) return;
   const core::MemoryStats m = core::memory_stats();
   r.log->info("memory check: forward and backward of the run's {} largest batches in {:.1f} s; peak tensor memory "
