@@ -16,6 +16,7 @@
 #include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "core/rng.h"
+#include "tests/number_words.h"
 #include "tools/evaluate.h"
 #include "tools/generate.h"
 #include "train/trainer.h"
@@ -54,23 +55,8 @@ std::vector<nlohmann::json> read_metrics(const fs::path& run) {
 // a line) in dir/train.tsv and dir/valid.tsv, and dir/t.yaml training a tiny
 // Seq2Seq on it; `model` and `train` are added to those sections.
 fs::path write_seq2seq_config(const fs::path& dir, const std::string& model, const std::string& train) {
-  const std::vector<std::pair<std::string, std::string>> words = {
-      {"one", "uno"}, {"two", "dos"}, {"three", "tres"}, {"four", "cuatro"}, {"five", "cinco"},
-      {"six", "seis"}, {"seven", "siete"}, {"eight", "ocho"}, {"nine", "nueve"}, {"ten", "diez"}};
   tfm::core::Generator g(5);
-  auto write_tsv = [&](const fs::path& p, int n) {
-    std::ofstream out(p);
-    for (int i = 0; i < n; ++i) {
-      std::string en, es;
-      const int len = 1 + static_cast<int>(g.next_u64() % 4);
-      for (int k = 0; k < len; ++k) {
-        const auto& w = words[g.next_u64() % words.size()];
-        en += (k ? " " : "") + w.first;
-        es += (k ? " " : "") + w.second;
-      }
-      out << en << "\t" << es << "\n";
-    }
-  };
+  auto write_tsv = [&](const std::string& p, int n) { tfm::test::write_number_pairs(p, n, 4, g); };
   write_tsv(dir / "train.tsv", 400);
   write_tsv(dir / "valid.tsv", 20);
   const fs::path cfg = dir / "t.yaml";

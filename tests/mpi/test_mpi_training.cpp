@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "tests/number_words.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -129,23 +130,8 @@ std::string gpt_config(const Dir& d) {
 }
 
 std::string seq2seq_config(const Dir& d) {
-  const std::vector<std::pair<std::string, std::string>> words = {
-      {"one", "uno"}, {"two", "dos"},   {"three", "tres"}, {"four", "cuatro"}, {"five", "cinco"},
-      {"six", "seis"}, {"seven", "siete"}, {"eight", "ocho"}, {"nine", "nueve"},  {"ten", "diez"}};
   tfm::core::Generator g(5);
-  auto write_tsv = [&](const std::string& p, int n) {
-    std::ofstream out(p);
-    for (int i = 0; i < n; ++i) {
-      std::string en, es;
-      const int len = 1 + static_cast<int>(g.next_u64() % 6);
-      for (int k = 0; k < len; ++k) {
-        const auto& w = words[g.next_u64() % words.size()];
-        en += (k ? " " : "") + w.first;
-        es += (k ? " " : "") + w.second;
-      }
-      out << en << "\t" << es << "\n";
-    }
-  };
+  auto write_tsv = [&](const std::string& p, int n) { tfm::test::write_number_pairs(p, n, 6, g); };
   write_tsv(d / "train.tsv", 300);
   write_tsv(d / "valid.tsv", 20);
   const std::string p = d / "s2s.yaml";
