@@ -248,6 +248,40 @@ TEST_CASE("layer_norm and rms_norm backward", "[nn]") {
     check_gradients([](const auto& in) { return core::layer_norm(in[0], in[1], in[2]); }, {xl, wl, bl}, opt);
     check_gradients([](const auto& in) { return core::rms_norm(in[0], in[1]); }, {xl, wl}, opt);
   }
+  SECTION("weight and bias gradients over many rows match sums in double") {
+    // 5000 rows: the per-thread partials are gathered in blocks of rows and
+    // the blocks summed in double; a float running sum over the rows would
+    // drift well past the tolerance for the bias (a column sum of g, here
+    // offset by 3 so that the sum is large and cancellation-free).
+    const int64_t rows = 5000, cols = 40;
+    const Tensor xl = random_tensor({rows, cols}, 18, 1.0f, true);
+    const Tensor wl = random_tensor({cols}, 19, 1.0f, true), bl = random_tensor({cols}, 20, 1.0f, true);
+    const Tensor g = core::add(random_tensor({rows, cols}, 21), 3.0f);
+    core::layer_norm(xl, wl, bl).backward(g);
+    const std::vector<float> xv = xl.to_vector(), gv = g.to_vector();
+    std::vector<double> dw(cols, 0.0), db(cols, 0.0), dw_abs(cols, 0.0), db_abs(cols, 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = xv.data() + r * cols;
+      double mu = 0, var = 0;
+      for (int64_t j = 0; j < cols; ++j) mu += xr[j];
+      mu /= cols;
+      for (int64_t j = 0; j < cols; ++j) var += (xr[j] - mu) * (xr[j] - mu);
+      const double rstd = 1.0 / std::sqrt(var / cols + 1e-5);
+      for (int64_t j = 0; j < cols; ++j) {
+        const double gw = gv[r * cols + j] * (xr[j] - mu) * rstd;
+        dw[j] += gw, dw_abs[j] += std::fabs(gw);
+        db[j] += gv[r * cols + j], db_abs[j] += std::fabs(gv[r * cols + j]);
+      }
+    }
+    // Each term is a float product (relative error ~1e-7), so the error
+    // allowed scales with the sum of the terms' magnitudes, not the sum.
+    const std::vector<float> gw = wl.grad().to_vector(), gb = bl.grad().to_vector();
+    for (int64_t j = 0; j < cols; ++j) {
+      INFO("column " << j << ": dw " << gw[j] << " (want " << dw[j] << "), db " << gb[j] << " (want " << db[j] << ")");
+      CHECK(std::fabs(gw[j] - dw[j]) <= 2e-7 * dw_abs[j]);
+      CHECK(std::fabs(gb[j] - db[j]) <= 2e-7 * db_abs[j]);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- embedding
