@@ -29,11 +29,13 @@ struct Gemm {
   MatDesc src, wei, dst;
   const float *a, *w, *bias;
   float* c;
+  bool accumulate;  // c += product
 };
 
-// Everything that decides the primitive: shapes, strides, bias presence.
+// Everything that decides the primitive: shapes, strides, bias presence,
+// accumulation.
 struct Key {
-  std::array<int64_t, 15> v;
+  std::array<int64_t, 16> v;
   bool operator==(const Key& o) const { return v == o.v; }
 };
 struct KeyHash {
@@ -47,7 +49,7 @@ struct KeyHash {
 Key key_of(const Gemm& g) {
   return Key{{g.src.batch, g.src.rows, g.src.cols, g.src.batch_stride, g.src.row_stride, g.src.col_stride, g.wei.batch,
               g.wei.cols, g.wei.batch_stride, g.wei.row_stride, g.wei.col_stride, g.dst.batch, g.dst.batch_stride,
-              g.dst.row_stride, g.bias ? 1 : 0}};
+              g.dst.row_stride, g.bias ? 1 : 0, g.accumulate ? 1 : 0}};
 }
 
 // The memory objects one thread binds its pointers to (a primitive may run
@@ -108,6 +110,11 @@ std::shared_ptr<Entry> make_entry(Backend& be, const Gemm& g) {
   // results (seen: 110 of 6000 concurrent products differed).
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (g.accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
   const auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(e->src_md, e->wei_md, e->bias_md, e->dst_md),
                                                attr, be.engine);
   e->scratch_md = pd.scratchpad_desc();
@@ -252,14 +259,15 @@ Gemm part_of(const Gemm& g, Axis axis, int t, int n) {
 }  // namespace
 
 void matmul(const MatDesc& src, const float* src_data, const MatDesc& wei, const float* wei_data, const float* bias,
-            float* dst, int64_t batch, int64_t m, int64_t n) {
+            float* dst, int64_t batch, int64_t m, int64_t n, bool accumulate) {
   const Gemm g{{src.batch, m, src.cols, src.batch_stride, src.row_stride, src.col_stride},
                {wei.batch, wei.rows, n, wei.batch_stride, wei.row_stride, wei.col_stride},
                {batch, m, n, m * n, n, 1},
                src_data,
                wei_data,
                bias,
-               dst};
+               dst,
+               accumulate};
   const int threads = batch * m * n * src.cols >= kParallelMacs ? num_threads() : 1;
   if (threads <= 1 || in_parallel()) {
     run_on_this_thread(g);

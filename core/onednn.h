@@ -24,11 +24,13 @@ struct MatDesc {
   int64_t batch_stride = 0, row_stride = 0, col_stride = 1;
 };
 
-// dst[b] = src[b] · wei[b] (+ bias broadcast over rows), fp32.
-// src: [B|1, M, K], wei: [B|1, K, N], bias: [N] or null, dst: [B, M, N]
-// contiguous. Each operand needs a unit stride in one of its last two dims.
+// dst[b] = src[b] · wei[b] (+ bias broadcast over rows), fp32; with
+// `accumulate`, dst[b] += the same (oneDNN's sum post-op: dst is read, not
+// just written). src: [B|1, M, K], wei: [B|1, K, N], bias: [N] or null,
+// dst: [B, M, N] contiguous. Each operand needs a unit stride in one of its
+// last two dims.
 void matmul(const MatDesc& src, const float* src_data, const MatDesc& wei, const float* wei_data,
-            const float* bias, float* dst, int64_t batch, int64_t m, int64_t n);
+            const float* bias, float* dst, int64_t batch, int64_t m, int64_t n, bool accumulate = false);
 
 struct CacheStats {
   int64_t hits = 0;

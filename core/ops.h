@@ -32,6 +32,8 @@
 //   softmax, log_softmax                                  output
 //   layer_norm, rms_norm   input, per-row mean and 1/std, the weight
 //   embedding       the indices;  cross_entropy   logits, row log-sum-exp, targets
+//   linear_cross_entropy  its input, weight and bias gradients (formed in
+//                   the forward; no logits)
 //   dropout         nothing (the mask is regenerated from the generator state)
 #pragma once
 
@@ -126,6 +128,15 @@ Tensor embedding(const Tensor& weight, const Tensor& indices);
 // With smoothing e, the target distribution is (1-e)·onehot + e/C.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -100,
                      float label_smoothing = 0.0f);
+// cross_entropy(linear(x, weight, bias), targets, ...) without the [N, C]
+// logits: x [N, D], weight [C, D], bias [C] or undefined. Rows whose target
+// is ignore_index are not projected at all; the others go in chunks of rows
+// whose logits stay in cache, each projected, reduced to its loss and its
+// logit gradient in place, and multiplied back into the input and weight
+// gradients, all in the forward (so the op keeps its gradients, [N, D] +
+// [C, D], instead of [N, C] logits until backward).
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& targets,
+                            int32_t ignore_index = -100, float label_smoothing = 0.0f);
 // Zeroes each element with probability p and scales the rest by 1/(1-p).
 // The mask comes from the generator's counter stream (element i uses
 // counter first+i), so it is the same for the same seed and position

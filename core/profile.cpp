@@ -67,6 +67,7 @@ Kind kind_of_node(const char* name) {
       {"lsh_attention", Kind::attention}, {"layer_norm", Kind::norm},
       {"rms_norm", Kind::norm},           {"softmax", Kind::softmax_xent},
       {"log_softmax", Kind::softmax_xent}, {"cross_entropy", Kind::softmax_xent},
+      {"linear_cross_entropy", Kind::softmax_xent},
       {"embedding", Kind::embedding},     {"sum", Kind::reduce},
       {"mean", Kind::reduce},             {"max", Kind::reduce},
       {"sum_to", Kind::reduce},           {"reshape", Kind::shape},

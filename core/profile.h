@@ -36,7 +36,7 @@ enum class Kind : int {
   attention,     // fused attention kernels (flash, local, LSH)
   norm,          // layer_norm, rms_norm
   elementwise,   // arithmetic, activations, comparisons, where, dropout
-  softmax_xent,  // softmax, log_softmax, cross_entropy
+  softmax_xent,  // softmax, log_softmax, cross_entropy, linear_cross_entropy (its products included)
   embedding,     // embedding lookup and its scatter-add
   reduce,        // sum, mean, max, sum_to
   shape,         // copies made by shape ops (contiguous, concat, clone, ...)

@@ -55,6 +55,11 @@ GPT::GPT(const GPTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared
 }
 
 Tensor GPT::forward(const Tensor& ids, std::vector<KVCache>* caches) const {
+  const Tensor x = hidden(ids, caches);
+  return lm_head ? lm_head->forward(x) : core::matmul(x, tok_emb->weight, false, true);
+}
+
+Tensor GPT::hidden(const Tensor& ids, std::vector<KVCache>* caches) const {
   TFM_CHECK(ids.dim() == 2 && ids.dtype() == core::DType::i32, "gpt: ids must be i32 [B, T], got ",
             core::shape_str(ids.shape()));
   const int64_t T = ids.size(1);
@@ -72,16 +77,18 @@ Tensor GPT::forward(const Tensor& ids, std::vector<KVCache>* caches) const {
   AttentionMask mask;
   mask.causal = true;
   mask.q_offset = offset;
-  x = blocks->forward(x, mask, Tensor(), {}, caches);
-  return lm_head ? lm_head->forward(x) : core::matmul(x, tok_emb->weight, false, true);
+  return blocks->forward(x, mask, Tensor(), {}, caches);
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index, float label_smoothing) const {
   TFM_CHECK(targets.shape() == ids.shape(), "gpt: targets ", core::shape_str(targets.shape()), " differ from ids ",
             core::shape_str(ids.shape()));
-  Tensor logits = forward(ids);
-  return core::cross_entropy(logits.reshape({-1, cfg_.vocab_size}), targets.reshape({-1}), ignore_index,
-                             label_smoothing);
+  // The output projection and the cross-entropy in one op: no [B·T, V] logits.
+  const Tensor x = hidden(ids).reshape({-1, cfg_.d_model});
+  return lm_head ? core::linear_cross_entropy(x, lm_head->weight, lm_head->bias, targets.reshape({-1}), ignore_index,
+                                              label_smoothing)
+                 : core::linear_cross_entropy(x, tok_emb->weight, Tensor(), targets.reshape({-1}), ignore_index,
+                                              label_smoothing);
 }
 
 std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int64_t n, const SamplingOptions& opt,

@@ -76,6 +76,8 @@ class GPT : public Module {
   std::shared_ptr<Linear> lm_head;  // null when tied
 
  private:
+  // The last block's output states [B, T, D], before the output projection.
+  Tensor hidden(const Tensor& ids, std::vector<KVCache>* caches = nullptr) const;
   GPTConfig cfg_;
   std::shared_ptr<core::Generator> gen_;
   std::shared_ptr<Dropout> drop_;

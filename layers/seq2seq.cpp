@@ -77,20 +77,27 @@ Seq2Seq::Memory Seq2Seq::encode(const Tensor& src) const {
 }
 
 Tensor Seq2Seq::decode(const Tensor& tgt_in, const Memory& mem) const {
+  const Tensor x = decode_hidden(tgt_in, mem);
+  return out_proj ? out_proj->forward(x) : core::matmul(x, tgt_emb->weight, false, true);
+}
+
+Tensor Seq2Seq::decode_hidden(const Tensor& tgt_in, const Memory& mem) const {
   AttentionMask self_mask;
   self_mask.causal = true;
   AttentionMask mem_mask;
   mem_mask.key_padding = mem.src_padding;
-  Tensor x = decoder->forward(embed(*tgt_emb, tgt_pos.get(), tgt_in, 0), self_mask, mem.states, mem_mask);
-  return out_proj ? out_proj->forward(x) : core::matmul(x, tgt_emb->weight, false, true);
+  return decoder->forward(embed(*tgt_emb, tgt_pos.get(), tgt_in, 0), self_mask, mem.states, mem_mask);
 }
 
 Tensor Seq2Seq::loss(const Tensor& src, const Tensor& tgt_in, const Tensor& tgt_out, float label_smoothing) const {
   TFM_CHECK(tgt_out.shape() == tgt_in.shape(), "seq2seq: target output ", core::shape_str(tgt_out.shape()),
             " differs from target input ", core::shape_str(tgt_in.shape()));
-  Tensor logits = forward(src, tgt_in);
-  return core::cross_entropy(logits.reshape({-1, cfg_.tgt_vocab}), tgt_out.reshape({-1}), cfg_.pad_id,
-                             label_smoothing);
+  // The output projection and the cross-entropy in one op: no [B·T, V]
+  // logits, and padded positions are not projected at all.
+  const Tensor x = decode_hidden(tgt_in, encode(src)).reshape({-1, cfg_.d_model});
+  const Tensor& w = out_proj ? out_proj->weight : tgt_emb->weight;
+  const Tensor b = out_proj ? out_proj->bias : Tensor();
+  return core::linear_cross_entropy(x, w, b, tgt_out.reshape({-1}), cfg_.pad_id, label_smoothing);
 }
 
 Seq2Seq::DecodeState Seq2Seq::start_decoding(const Memory& mem) const {

@@ -73,6 +73,8 @@ class Seq2Seq : public Module {
 
  private:
   Tensor embed(const Embedding& emb, const Embedding* pos, const Tensor& ids, int64_t offset) const;
+  // The decoder's output states [B, T, D], before the output projection.
+  Tensor decode_hidden(const Tensor& tgt_in, const Memory& mem) const;
   Seq2SeqConfig cfg_;
   std::shared_ptr<core::Generator> gen_;
   std::shared_ptr<Dropout> drop_;

@@ -395,6 +395,108 @@ TEST_CASE("cross_entropy rejects bad targets", "[nn]") {
   CHECK_THROWS_AS(core::cross_entropy(logits, i32({0, 1, 2}, {3}), -100, 1.5f), tfm::Error);
 }
 
+// ---------------------------------------------------------------- linear_cross_entropy
+
+namespace {
+// The composed reference: cross_entropy(linear(x, w, b)), its loss and the
+// gradients of x, w and b under an upstream gradient `up`.
+struct XentResult {
+  float loss;
+  std::vector<float> dx, dw, db;
+};
+XentResult xent_result(bool fused, const Tensor& x0, const Tensor& w0, const Tensor& b0, const Tensor& t,
+                       int32_t ignore, float eps, float up) {
+  const Tensor x = x0.detach().clone().set_requires_grad(), w = w0.detach().clone().set_requires_grad();
+  const Tensor b = b0.defined() ? b0.detach().clone().set_requires_grad() : Tensor();
+  const Tensor loss = fused ? core::linear_cross_entropy(x, w, b, t, ignore, eps)
+                            : core::cross_entropy(core::linear(x, w, b), t, ignore, eps);
+  core::mul(loss, up).backward();
+  return {loss.item(), x.grad().to_vector(), w.grad().to_vector(), b.defined() ? b.grad().to_vector() : std::vector<float>{}};
+}
+void check_vectors_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const char* what) {
+  REQUIRE(got.size() == want.size());
+  double scale = 0;
+  for (float v : want) scale = std::max(scale, static_cast<double>(std::fabs(v)));
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    INFO(what << " element " << i << ": got " << got[i] << ", want " << want[i]);
+    CHECK(std::fabs(got[i] - want[i]) <= tol * scale);
+  }
+}
+}  // namespace
+
+TEST_CASE("linear_cross_entropy equals cross_entropy of linear, loss and gradients", "[nn]") {
+  struct Case {
+    const char* name;
+    int64_t n, d, c;
+    bool bias;
+    int ignore_every;  // every k-th row ignored (0: none)
+    float eps, up;
+  };
+  // 20000 classes give chunks of 128 rows: 700 rows are six chunks over two
+  // threads (each thread's weight gradient accumulated over three), with
+  // ignored rows gathered and scattered; 67 classes give one chunk.
+  const Case cases[] = {{"small, no bias, nothing ignored", 12, 8, 5, false, 0, 0.0f, 1.0f},
+                        {"bias, ignored rows, smoothing", 13, 8, 7, true, 3, 0.1f, 1.0f},
+                        {"upstream gradient 2.5", 9, 6, 4, true, 4, 0.2f, 2.5f},
+                        {"many chunks on two threads", 700, 24, 20000, true, 5, 0.1f, 1.0f},
+                        {"many chunks, nothing ignored", 700, 16, 20000, false, 0, 0.0f, 0.5f},
+                        {"small vocabulary, one chunk", 768, 32, 67, true, 0, 0.0f, 1.0f}};
+  for (const Case& k : cases) {
+    INFO(k.name);
+    const Tensor x = random_tensor({k.n, k.d}, 40, 1.0f);
+    const Tensor w = random_tensor({k.c, k.d}, 41, 0.5f);
+    const Tensor b = k.bias ? random_tensor({k.c}, 42, 0.5f) : Tensor();
+    std::vector<int32_t> tv(static_cast<std::size_t>(k.n));
+    for (int64_t i = 0; i < k.n; ++i)
+      tv[static_cast<std::size_t>(i)] = k.ignore_every && i % k.ignore_every == 1 ? -100 : static_cast<int32_t>((i * 7 + 3) % k.c);
+    const Tensor t = i32(tv, {k.n});
+    const XentResult got = xent_result(true, x, w, b, t, -100, k.eps, k.up);
+    const XentResult want = xent_result(false, x, w, b, t, -100, k.eps, k.up);
+    CHECK(got.loss == Approx(want.loss).epsilon(1e-5));
+    check_vectors_close(got.dx, want.dx, 1e-4, "dx");
+    check_vectors_close(got.dw, want.dw, 1e-4, "dw");
+    check_vectors_close(got.db, want.db, 1e-4, "db");
+    if (k.ignore_every) {  // ignored rows get exactly zero
+      for (int64_t i = 1; i < k.n; i += k.ignore_every)
+        for (int64_t j = 0; j < k.d; ++j) CHECK(got.dx[static_cast<std::size_t>(i * k.d + j)] == 0.0f);
+    }
+    tfm::core::NoGradGuard no_grad;  // the loss alone (evaluation) is the same
+    CHECK(core::linear_cross_entropy(x, w, b, t, -100, k.eps).item() == Approx(want.loss).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("linear_cross_entropy backward by finite differences", "[nn]") {
+  const Tensor x = random_tensor({7, 5}, 43, 1.0f, true);
+  const Tensor w = random_tensor({6, 5}, 44, 0.7f, true);
+  const Tensor b = random_tensor({6}, 45, 0.5f, true);
+  const Tensor t = i32({0, 5, -100, 2, 3, 1, 4}, {7});
+  check_gradients([&](const auto& in) { return core::linear_cross_entropy(in[0], in[1], in[2], t, -100, 0.1f); },
+                  {x, w, b});
+  // Only the weight requires grad (a frozen input), and a non-contiguous input.
+  const Tensor xt = transposed_leaf(7, 5, 46);
+  check_gradients([&](const auto& in) { return core::linear_cross_entropy(in[0], in[1], Tensor(), t); }, {xt, w});
+}
+
+TEST_CASE("linear_cross_entropy with every target ignored is 0 with zero gradients", "[nn]") {
+  const Tensor x = random_tensor({4, 3}, 47, 1.0f, true), w = random_tensor({5, 3}, 48, 1.0f, true);
+  const Tensor loss = core::linear_cross_entropy(x, w, Tensor(), i32({-100, -100, -100, -100}, {4}));
+  CHECK(loss.item() == 0.0f);
+  loss.backward();
+  for (float v : x.grad().to_vector()) CHECK(v == 0.0f);
+  for (float v : w.grad().to_vector()) CHECK(v == 0.0f);
+}
+
+TEST_CASE("linear_cross_entropy rejects bad arguments", "[nn]") {
+  const Tensor x = random_tensor({3, 4}, 49), w = random_tensor({5, 4}, 50);
+  CHECK_THROWS_WITH(core::linear_cross_entropy(x, w, Tensor(), i32({0, 5, 1}, {3})),
+                    Contains("linear_cross_entropy") && Contains("target 5"));
+  CHECK_THROWS_WITH(core::linear_cross_entropy(x, random_tensor({5, 3}, 51), Tensor(), i32({0, 1, 2}, {3})),
+                    Contains("[3, 4]") && Contains("[5, 3]"));
+  CHECK_THROWS_AS(core::linear_cross_entropy(x, w, random_tensor({4}, 52), i32({0, 1, 2}, {3})), tfm::Error);
+  CHECK_THROWS_AS(core::linear_cross_entropy(x, w, Tensor(), i32({0, 1}, {2})), tfm::Error);
+  CHECK_THROWS_AS(core::linear_cross_entropy(x, w, Tensor(), i32({0, 1, 2}, {3}), -100, -0.5f), tfm::Error);
+}
+
 // ---------------------------------------------------------------- dropout
 
 TEST_CASE("dropout is the identity when p = 0 or not training", "[nn]") {
