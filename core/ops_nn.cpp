@@ -460,9 +460,10 @@ namespace {
 // dimension, and slow down below that), at most 1024. At C = 8000 and 4080
 // rows per step (the translator), per thread: 64 rows 187 ms, 256 rows
 // 153 ms, 1024 rows 152 ms per step for the op (`--profile`).
+constexpr int64_t kRowAlign = 16;  // a chunk's rows are run in multiples of this
 int64_t xent_chunk_rows(int64_t classes) {
   constexpr int64_t kChunkFloats = (8 << 20) / 4;
-  return std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(classes, 1) / 16 * 16, 128, 1024);
+  return std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(classes, 1) / kRowAlign * kRowAlign, 128, 1024);
 }
 }  // namespace
 
@@ -528,16 +529,22 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     double* dbt = db.buf.data() + th * c;
     std::vector<float> dbf(rb ? static_cast<std::size_t>(c) : 0, 0.0f);
     for (int64_t k = c0; k < c1; ++k) {
+      // The chunk's m rows, run as mp: a multiple of kRowAlign, the rows past
+      // m zero. Row counts vary from batch to batch, and each distinct
+      // product shape is a JIT-compiled primitive (one per remainder grew
+      // the process by 420 MB over 150 translator steps).
       const int64_t k0 = k * chunk, m = std::min(count, k0 + chunk) - k0;
-      // The chunk's input rows: read in place when they are consecutive.
-      const bool direct = rows[k0 + m - 1] - rows[k0] == m - 1;
+      const int64_t mp = (m + kRowAlign - 1) / kRowAlign * kRowAlign;
+      // The input rows are read in place when they are consecutive and fill the chunk.
+      const bool direct = mp == m && rows[k0 + m - 1] - rows[k0] == m - 1;
       const float* xr = xp + rows[k0] * d;
       if (!direct) {
         for (int64_t i = 0; i < m; ++i) std::copy_n(xp + rows[k0 + i] * d, d, xg + i * d);
+        std::fill(xg + m * d, xg + mp * d, 0.0f);
         xr = xg;
       }
-      // logits = x · Wᵀ (+ b): [m, D] x [D, C] with W read transposed.
-      onednn::matmul({1, m, d, m * d, d, 1}, xr, {1, d, c, c * d, 1, d}, wp, bp, z, 1, m, c);
+      // logits = x · Wᵀ (+ b): [mp, D] x [D, C] with W read transposed.
+      onednn::matmul({1, mp, d, mp * d, d, 1}, xr, {1, d, c, c * d, 1, d}, wp, bp, z, 1, mp, c);
       for (int64_t i = 0; i < m; ++i) {
         float* zr = z + i * c;
         const int32_t target = tp[rows[k0 + i]];
@@ -554,17 +561,18 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
           for (int64_t j = 0; j < c; ++j) dbf[static_cast<std::size_t>(j)] += zr[j];
       }
       if (!grad) continue;
+      std::fill(z + m * c, z + mp * c, 0.0f);  // the padding rows add nothing below
       if (rb)
         for (int64_t j = 0; j < c; ++j) dbt[j] += dbf[static_cast<std::size_t>(j)], dbf[static_cast<std::size_t>(j)] = 0.0f;
-      if (rx) {  // dx = dz · W: [m, C] x [C, D]
+      if (rx) {  // dx = dz · W: [mp, C] x [C, D]
         float* out = direct ? dx.data<float>() + rows[k0] * d : dxbuf.data<float>() + th * chunk * d;
-        onednn::matmul({1, m, c, m * c, c, 1}, z, {1, c, d, c * d, d, 1}, wp, nullptr, out, 1, m, d);
+        onednn::matmul({1, mp, c, mp * c, c, 1}, z, {1, c, d, c * d, d, 1}, wp, nullptr, out, 1, mp, d);
         if (!direct)
           for (int64_t i = 0; i < m; ++i) std::copy_n(out + i * d, d, dx.data<float>() + rows[k0 + i] * d);
       }
-      if (rw) {  // dW (+)= dzᵀ · x: [C, m] (dz read transposed) x [m, D]
+      if (rw) {  // dW (+)= dzᵀ · x: [C, mp] (dz read transposed) x [mp, D]
         const bool first = !dw_written[static_cast<std::size_t>(th)];
-        onednn::matmul({1, c, m, m * c, 1, c}, z, {1, m, d, m * d, d, 1}, xr, nullptr, dwt, 1, c, d, !first);
+        onednn::matmul({1, c, mp, mp * c, 1, c}, z, {1, mp, d, mp * d, d, 1}, xr, nullptr, dwt, 1, c, d, !first);
         dw_written[static_cast<std::size_t>(th)] = 1;
       }
     }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/onednn.h"
 #include "core/ops.h"
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -463,6 +464,21 @@ TEST_CASE("linear_cross_entropy equals cross_entropy of linear, loss and gradien
     tfm::core::NoGradGuard no_grad;  // the loss alone (evaluation) is the same
     CHECK(core::linear_cross_entropy(x, w, b, t, -100, k.eps).item() == Approx(want.loss).epsilon(1e-5));
   }
+}
+
+TEST_CASE("linear_cross_entropy runs few product shapes for many row counts", "[nn]") {
+  // Each distinct product shape is a JIT-compiled oneDNN primitive kept in
+  // the cache; rows are run in multiples of 16, so 64 row counts (100..163)
+  // give 5 padded sizes: at most 5 sizes x 3 products x 2 thread parts.
+  const Tensor w = random_tensor({4000, 8}, 53, 0.5f, true);
+  core::onednn::clear_matmul_cache();
+  for (int64_t n = 100; n < 164; ++n) {
+    const Tensor x = random_tensor({n, 8}, 54, 1.0f, true);
+    std::vector<int32_t> tv(static_cast<std::size_t>(n));
+    for (int64_t i = 0; i < n; ++i) tv[static_cast<std::size_t>(i)] = static_cast<int32_t>(i * 13 % 4000);
+    core::linear_cross_entropy(x, w, Tensor(), i32(tv, {n})).backward();
+  }
+  CHECK(core::onednn::matmul_cache_stats().misses <= 30);
 }
 
 TEST_CASE("linear_cross_entropy backward by finite differences", "[nn]") {
