@@ -212,7 +212,15 @@ TranslationBatch TranslationBatcher::next() {
 }
 
 std::vector<int64_t> TranslationBatcher::heaviest(int64_t from, int64_t count) {
-  std::array<int64_t, 3> best{-1, -1, -1}, at_pos{-1, -1, -1};
+  struct Candidate {
+    std::array<int64_t, 3> m;  // B·S, B·T, B·(S² + T² + S·T)
+    int64_t position;
+  };
+  // a covers b: at least as large by every measure.
+  auto covers = [](const Candidate& a, const Candidate& b) {
+    return a.m[0] >= b.m[0] && a.m[1] >= b.m[1] && a.m[2] >= b.m[2];
+  };
+  std::vector<Candidate> front;  // no member covers another; small (9 in 2000 translator steps)
   for (int64_t p = from; p < from + count; ++p) {
     int64_t S = 1, T = 1;
     const std::vector<int64_t>& idx = indices_at(p);
@@ -222,15 +230,14 @@ std::vector<int64_t> TranslationBatcher::heaviest(int64_t from, int64_t count) {
       T = std::max<int64_t>(T, static_cast<int64_t>(e.tgt.size()) + 1);
     }
     const int64_t B = static_cast<int64_t>(idx.size());
-    const std::array<int64_t, 3> measure{B * T, B * (S + T), B * (S * S + T * T + S * T)};
-    for (std::size_t k = 0; k < 3; ++k)
-      if (measure[k] > best[k]) best[k] = measure[k], at_pos[k] = p;
+    const Candidate c{{B * S, B * T, B * (S * S + T * T + S * T)}, p};
+    if (std::any_of(front.begin(), front.end(), [&](const Candidate& f) { return covers(f, c); })) continue;
+    std::erase_if(front, [&](const Candidate& f) { return covers(c, f); });
+    front.push_back(c);
   }
   std::vector<int64_t> out;
-  for (int64_t p : at_pos)
-    if (p >= 0) out.push_back(p);
+  for (const Candidate& c : front) out.push_back(c.position);
   std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 

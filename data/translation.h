@@ -65,11 +65,13 @@ class TranslationBatcher {
   TranslationBatch next();
   // The batch at `position` (batches served before it), without moving the position.
   TranslationBatch at(int64_t position);
-  // The positions in [from, from + count) of the batches that need the most
-  // memory by each of three measures: padded target tokens B·T (the logits
-  // and their gradient), padded source and target tokens B·(S + T) (the
-  // layers' activations) and attention scores B·(S² + T² + S·T). Distinct,
-  // in increasing order; at most three. Builds each epoch in the range once.
+  // The positions in [from, from + count) of the batches that may need the
+  // most memory: those no other batch in the range matches or exceeds in all
+  // of padded source tokens B·S, padded target tokens B·T (the layers'
+  // activations, encoder and decoder) and attention scores B·(S² + T² +
+  // S·T) (the Pareto front; of equal batches, the first). Whatever the
+  // model's memory as a function increasing in the three, its largest batch
+  // is among these. In increasing order; builds each epoch in the range once.
   std::vector<int64_t> heaviest(int64_t from, int64_t count);
   int64_t position() const { return position_; }
   void set_position(int64_t p) { position_ = p; }
