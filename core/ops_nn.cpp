@@ -511,7 +511,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   Tensor dx = rx ? empty({n, d}) : Tensor(), dxbuf = rx ? empty({threads, chunk, d}) : Tensor();
   Tensor dw = rw ? empty({c, d}) : Tensor(), dw_more = rw && threads > 1 ? empty({threads - 1, c, d}) : Tensor();
   std::vector<char> dw_written(static_cast<std::size_t>(threads), 0);
-  ThreadPartials db(c, threads);
+  ThreadPartials db(rb ? c : 0, threads);  // the bias gradient's partials, only when wanted
   std::vector<double> row_loss(static_cast<std::size_t>(count), 0.0);
   const float eps = label_smoothing, inv_count = count ? 1.0f / static_cast<float>(count) : 0.0f;
   // Rows the loss ignores get a zero input gradient.
@@ -526,7 +526,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     float* z = zbuf.data<float>() + th * chunk * c;
     float* xg = xbuf.data<float>() + th * chunk * d;
     float* dwt = rw ? (th == 0 ? dw.data<float>() : dw_more.data<float>() + (th - 1) * c * d) : nullptr;
-    double* dbt = db.buf.data() + th * c;
+    double* dbt = rb ? db.buf.data() + th * c : nullptr;
     std::vector<float> dbf(rb ? static_cast<std::size_t>(c) : 0, 0.0f);
     for (int64_t k = c0; k < c1; ++k) {
       // The chunk's m rows, run as mp: a multiple of kRowAlign, the rows past

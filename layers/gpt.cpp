@@ -85,10 +85,9 @@ Tensor GPT::loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index,
             core::shape_str(ids.shape()));
   // The output projection and the cross-entropy in one op: no [B·T, V] logits.
   const Tensor x = hidden(ids).reshape({-1, cfg_.d_model});
-  return lm_head ? core::linear_cross_entropy(x, lm_head->weight, lm_head->bias, targets.reshape({-1}), ignore_index,
-                                              label_smoothing)
-                 : core::linear_cross_entropy(x, tok_emb->weight, Tensor(), targets.reshape({-1}), ignore_index,
-                                              label_smoothing);
+  const Tensor& w = lm_head ? lm_head->weight : tok_emb->weight;
+  const Tensor b = lm_head ? lm_head->bias : Tensor();
+  return core::linear_cross_entropy(x, w, b, targets.reshape({-1}), ignore_index, label_smoothing);
 }
 
 std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int64_t n, const SamplingOptions& opt,
